@@ -1,0 +1,1 @@
+"""Infraflow package."""
