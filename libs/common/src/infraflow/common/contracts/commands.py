@@ -130,3 +130,12 @@ class CancelNotice(Contract, frozen=True, kw_only=True, tag_field="kind", tag="c
 
     run_id: str
     terminate: bool = False
+    index: int | None = None
+    """With ``attempt`` and ``phase``: stop only that attempt (it timed out); else every step."""
+    attempt: int | None = None
+    phase: Phase | None = None
+
+    def matches(self, phase: Phase, index: int, attempt: int) -> bool:
+        return self.attempt is None or (
+            self.index == index and self.attempt == attempt and self.phase == phase
+        )

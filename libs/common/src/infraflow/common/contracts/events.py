@@ -132,6 +132,9 @@ class CompensationStarted(RunEvent, frozen=True, kw_only=True, tag="compensation
     cause: Literal["failure", "cancel"]
     error: ErrorInfo | None = None
     steps: list[str] = msgspec.field(default_factory=list)
+    """Names of the compensation steps, in the order they will run."""
+    indices: list[int] = msgspec.field(default_factory=list)
+    """The forward step index each compensation undoes, in the same order."""
 
 
 class RunCancelRequested(RunEvent, frozen=True, kw_only=True, tag="run_cancel_requested"):

@@ -1,0 +1,84 @@
+"""The run's event log in ``WF_EVENTS``: load (batched direct reads of only what is new), fold,
+and append decisions with optimistic concurrency on the run's subject."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from infraflow.common import streams, subjects
+from infraflow.common.contracts import RunEvent, decode_event, encode
+from infraflow.common.jetstream import append, read_subject
+from infraflow.orchestrator.core import RunState, evolve, initial
+
+log = logging.getLogger(__name__)
+
+
+class RunLog:
+    """Folded run states, cached with the stream sequence they reflect."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, *, cache_size: int = 20_000) -> None:
+        self._nc = nc
+        self._js = js
+        self._cache: OrderedDict[str, tuple[RunState, int]] = OrderedDict()
+        self._cache_size = cache_size
+        self.appends = 0
+        self.conflicts = 0
+        self.loads = 0
+
+    async def current(
+        self, resource_type: str, resource_id: str, run_id: str
+    ) -> tuple[RunState, int]:
+        """The run's state and the sequence of its last event (0: no events)."""
+        cached = self._cache.get(run_id)
+        state, seq = cached if cached else (initial(run_id, resource_type, resource_id), 0)
+        msgs = await read_subject(
+            self._nc,
+            streams.EVENTS,
+            subjects.run_events(resource_type, resource_id, run_id),
+            after_seq=seq,
+        )
+        self.loads += 1
+        for m in msgs:
+            try:
+                state = evolve(state, decode_event(m.data))
+            except msgspec.ValidationError:
+                log.error("undecodable event at seq %d on %s; skipped", m.seq, m.subject)
+            seq = m.seq
+        self._remember(run_id, state, seq)
+        return state, seq
+
+    async def append(self, state: RunState, seq: int, events: tuple[RunEvent, ...]) -> int:
+        """Append ``events`` in order, each expecting the previous; raises AppendConflictError."""
+        scope = subjects.run_events(state.resource_type, state.resource_id, state.run_id)
+        try:
+            for e in events:
+                seq = await append(
+                    self._js,
+                    subjects.event(e.resource_type, e.resource_id, e.run_id, e.name),
+                    encode(e),
+                    expected_last_seq=seq,
+                    scope=scope,
+                    msg_id=e.event_id,
+                )
+                state = evolve(state, e)
+                self.appends += 1
+        except Exception:
+            self.conflicts += 1
+            self._cache.pop(state.run_id, None)
+            raise
+        self._remember(state.run_id, state, seq)
+        return seq
+
+    def forget(self, run_id: str) -> None:
+        self._cache.pop(run_id, None)
+
+    def _remember(self, run_id: str, state: RunState, seq: int) -> None:
+        self._cache[run_id] = (state, seq)
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)

@@ -1,0 +1,260 @@
+"""NATS handlers: commands, agent facts, fired timers and heartbeats become decider inputs.
+
+For each input the shell loads the run (only events it has not seen), decides, appends the
+decision with optimistic concurrency (re-loading and re-deciding on conflict), then carries out
+the effects. Inputs of one resource are handled one at a time, in arrival order (FIFO locks).
+A redelivered message also re-derives every effect the run still needs, which is how a crash
+between "appended" and "dispatched" heals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import msgspec
+from nats.aio.msg import Msg
+
+from infraflow.common import subjects
+from infraflow.common.catalog import Catalog
+from infraflow.common.contracts import (
+    CancelRun,
+    ErrorInfo,
+    ResumeRun,
+    RunFailed,
+    StartRun,
+    StepHeartbeat,
+    decode_command,
+    decode_event,
+)
+from infraflow.common.contracts.commands import RunTimer
+from infraflow.common.errors import AppendConflictError
+from infraflow.common.ids import new_id
+from infraflow.common.logs import run_id_var
+from infraflow.orchestrator.adapters.effects import EffectRunner
+from infraflow.orchestrator.adapters.eventlog import RunLog
+from infraflow.orchestrator.adapters.locks import ResourceLocks
+from infraflow.orchestrator.core import (
+    Cancel,
+    Context,
+    Decision,
+    FactAppended,
+    Heartbeat,
+    Input,
+    Recover,
+    RunState,
+    Start,
+    TimerFired,
+    decide,
+    evolve,
+)
+from infraflow.orchestrator.errors import DecisionConflictError
+
+log = logging.getLogger(__name__)
+
+_MAX_CONFLICTS = 10
+_MAX_EARLY_DELIVERIES = 60
+_timer_decoder = msgspec.json.Decoder(RunTimer)
+_heartbeat_decoder = msgspec.json.Decoder(StepHeartbeat)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        log_: RunLog,
+        effects: EffectRunner,
+        locks: ResourceLocks,
+        catalog: Catalog,
+        *,
+        heartbeat_min_interval_s: float = 2.0,
+    ) -> None:
+        self.log = log_
+        self.effects = effects
+        self.locks = locks
+        self.catalog = catalog
+        self._serial: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._hb_seen: dict[str, float] = {}
+        self._hb_min = heartbeat_min_interval_s
+        self.processed = 0
+        self.failures = 0
+
+    # ---- message handlers ---------------------------------------------------------------
+
+    async def handle_command(self, msg: Msg) -> None:
+        try:
+            cmd = decode_command(msg.data)
+        except msgspec.ValidationError:
+            log.error("undecodable command on %s; dropped", msg.subject)
+            await msg.term()
+            return
+        redelivered = msg.metadata.num_delivered > 1
+        inp: Input
+        match cmd:
+            case StartRun():
+                original = None
+                if cmd.retry_of:
+                    original, _ = await self.log.current(
+                        cmd.resource_type, cmd.resource_id, cmd.retry_of
+                    )
+                inp = Start(cmd, original)
+            case CancelRun():
+                inp = Cancel(cmd)
+            case ResumeRun():
+                inp = Recover()
+        done = await self.process(
+            cmd.resource_type, cmd.resource_id, cmd.run_id, inp, recover=redelivered
+        )
+        if done:
+            await msg.ack()
+        elif msg.metadata.num_delivered >= _MAX_EARLY_DELIVERIES:
+            log.warning("command %s for unknown run %s dropped", msg.subject, cmd.run_id)
+            await msg.term()
+        else:
+            await msg.nak(delay=1.0)
+
+    async def handle_fact(self, msg: Msg) -> None:
+        try:
+            rtype, rid, run_id, _ = subjects.parse_event(msg.subject)
+            event = decode_event(msg.data)
+        except (ValueError, msgspec.ValidationError):
+            log.error("undecodable fact on %s; skipped", msg.subject)
+            await msg.ack()
+            return
+        await self.process(
+            rtype, rid, run_id, FactAppended(event), recover=msg.metadata.num_delivered > 1
+        )
+        await msg.ack()
+
+    async def handle_timer(self, msg: Msg) -> None:
+        try:
+            timer = _timer_decoder.decode(msg.data)
+        except msgspec.ValidationError:
+            log.error("undecodable timer on %s; dropped", msg.subject)
+            await msg.ack()
+            return
+        await self.process(timer.resource_type, timer.resource_id, timer.run_id, TimerFired(timer))
+        await msg.ack()
+
+    async def handle_heartbeat(self, msg: Msg) -> None:
+        try:
+            hb = _heartbeat_decoder.decode(msg.data)
+        except msgspec.ValidationError:
+            return
+        key = f"{hb.run_id}:{hb.phase}:{hb.index}:{hb.attempt}"
+        now = time.monotonic()
+        if now - self._hb_seen.get(key, 0.0) < self._hb_min:
+            return
+        self._hb_seen[key] = now
+        if len(self._hb_seen) > 50_000:
+            self._hb_seen.clear()
+        try:
+            await self.process(
+                hb.resource_type,
+                hb.resource_id,
+                hb.run_id,
+                Heartbeat(hb.index, hb.attempt, hb.phase),
+            )
+        except Exception:  # heartbeats are best effort; the deadline timer is the safety net
+            log.exception("heartbeat for %s not processed", hb.run_id)
+
+    # ---- the core loop ------------------------------------------------------------------
+
+    async def process(
+        self,
+        resource_type: str,
+        resource_id: str,
+        run_id: str,
+        inp: Input,
+        *,
+        recover: bool = False,
+    ) -> bool:
+        """Handle one input (and its follow-ups). False: the run does not exist yet."""
+        token = run_id_var.set(run_id)
+        try:
+            async with self._one_at_a_time(resource_type, resource_id, run_id):
+                inputs: list[Input] = [inp, Recover()] if recover else [inp]
+                while inputs:
+                    decision = await self._decide_and_append(
+                        resource_type, resource_id, run_id, inputs.pop(0)
+                    )
+                    if decision is None:
+                        return False
+                    inputs.extend(await self.effects.run(decision.effects))
+                    self.processed += 1
+            return True
+        finally:
+            run_id_var.reset(token)
+
+    async def _decide_and_append(
+        self, rtype: str, rid: str, run_id: str, inp: Input
+    ) -> Decision | None:
+        for _ in range(_MAX_CONFLICTS):
+            state, seq = await self.log.current(rtype, rid, run_id)
+            decision = self._safe_decide(state, inp)
+            if decision.retry_later:
+                return None
+            if not decision.events:
+                return decision
+            try:
+                await self.log.append(state, seq, decision.events)
+                return decision
+            except AppendConflictError:
+                continue  # someone else wrote first: reload and decide again
+        raise DecisionConflictError(f"run {run_id}: too many concurrent writers")
+
+    def _context(self) -> Context:
+        return Context(now=datetime.now(UTC), new_id=lambda: new_id("evt"), catalog=self.catalog)
+
+    def _safe_decide(self, state: RunState, inp: Input) -> Decision:
+        """An unexpected error becomes a failure event, never a dead consumer."""
+        ctx = self._context()
+        try:
+            return decide(state, inp, ctx)
+        except Exception as exc:
+            self.failures += 1
+            log.exception("decider failed for run %s on %s", state.run_id, type(inp).__name__)
+            if state.created is None or state.terminal:
+                return Decision((), (), state)
+            event = RunFailed(
+                event_id=ctx.new_id(),
+                run_id=state.run_id,
+                resource_type=state.resource_type,
+                resource_id=state.resource_id,
+                time=ctx.now,
+                error=ErrorInfo(
+                    code="INTERNAL_ERROR", message=f"orchestrator error: {type(exc).__name__}"
+                ),
+            )
+            return Decision((event,), (), evolve(state, event))
+
+    @asynccontextmanager
+    async def _one_at_a_time(self, rtype: str, rid: str, run_id: str) -> AsyncIterator[None]:
+        key = run_id if rid == subjects.NO_RESOURCE else f"{rtype}.{rid}"
+        lock, users = self._serial.get(key, (asyncio.Lock(), 0))
+        self._serial[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._serial[key]
+            if users <= 1:
+                del self._serial[key]
+            else:
+                self._serial[key] = (lock, users - 1)
+
+    # ---- lock hygiene -------------------------------------------------------------------
+
+    async def sweep_locks(self) -> int:
+        """Re-drive every lock holder: a finished holder releases (waking the next run), a
+        holder still waiting for its turn starts. Returns how many locks were looked at."""
+        held = await self.locks.held()
+        for rtype, rid, entry in held:
+            try:
+                await self.process(rtype, rid, entry.holder, Recover())
+            except Exception:
+                log.exception("lock sweep failed for %s.%s", rtype, rid)
+        return len(held)
