@@ -1,1 +1,1 @@
-
+"""Pure bmc-agent logic (no I/O)."""
