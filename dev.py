@@ -73,7 +73,8 @@ def main(argv: list[str]) -> int:
             [py, "-m", "ruff", "format", "--check", "."],
             [py, "-m", "ruff", "check", "."],
             [py, "-m", "mypy", "libs/common/src/infraflow/common",
-             "services/orchestrator/src/infraflow/orchestrator/core"],
+             "services/orchestrator/src/infraflow/orchestrator/core",
+             "services/projector/src/infraflow/projector/core"],
             [py, "-m", "pytest", *rest],
         ]
         for step in steps:
