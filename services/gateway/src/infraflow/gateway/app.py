@@ -1,0 +1,151 @@
+"""Composition root: ``create_app(settings)`` wires the gateway; ``main()`` serves it.
+
+The broker connection is made in the background at start-up, so ``/healthz`` answers while the
+broker is down (``/readyz`` and broker-backed endpoints answer 503 until it is reachable).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+import uvicorn
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+
+from infraflow.common.catalog import load_catalog
+from infraflow.common.logs import setup_logging
+from infraflow.common.vault import Vault
+from infraflow.gateway.adapters.broker import Broker
+from infraflow.gateway.auth import BearerAuthMiddleware, JwtVerifier
+from infraflow.gateway.controllers.health import HealthController
+from infraflow.gateway.controllers.servers import ServerController
+from infraflow.gateway.controllers.support import REQUEST_ID_HEADERS, provide_principal
+from infraflow.gateway.controllers.workflows import WorkflowController
+from infraflow.gateway.core.idempotency import fingerprint_secret
+from infraflow.gateway.errors import handle_exception
+from infraflow.gateway.launcher import RunLauncher
+from infraflow.gateway.operations import Operations
+from infraflow.gateway.responses import RequestIds
+from infraflow.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+_DESCRIPTION = """Durable workflows for infrastructure operations.
+
+Every response is an envelope: `{"success": true, "data", "meta"}` or
+`{"success": false, "error": {"code", "message", "details"}, "meta"}`; `meta.requestId` is also
+in the `X-Request-Id` header. Anything touching a BMC or Kubernetes answers `202 Accepted` with
+the run summary; follow `Location` (`/v1/workflows/runs/{runId}`).
+"""
+
+
+def create_app(settings: GatewaySettings | None = None, broker: Broker | None = None) -> Litestar:
+    """Build the gateway. ``broker`` may be injected (tests); it is started and closed with
+    the app either way."""
+    settings = settings or GatewaySettings()
+    verifier = JwtVerifier(settings.auth)
+    keys = settings.credential_key_list
+    vault = Vault(keys)
+    catalog = load_catalog(settings.catalog_extra_file)
+    broker = broker or Broker(settings.nats, publish_timeout_s=settings.publish_timeout_s)
+    launcher = RunLauncher(
+        broker,
+        vault,
+        fingerprint_secret=fingerprint_secret(keys),
+        estimate_timeout_s=settings.estimate_timeout_s,
+        idempotency_wait_s=settings.idempotency_wait_s,
+        idempotency_stale_s=settings.idempotency_stale_s,
+    )
+    operations = Operations(broker, launcher, catalog, settings.query_timeout_s)
+    request_ids = RequestIds(settings.region)
+
+    def provide_operations() -> Operations:
+        return operations
+
+    async def start_broker() -> None:
+        await broker.start()
+
+    async def stop() -> None:
+        await launcher.close()
+        await broker.close()
+        log.info("gateway stopped")
+
+    return Litestar(
+        route_handlers=[HealthController, ServerController, WorkflowController],
+        dependencies={
+            "operations": Provide(provide_operations, sync_to_thread=False),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(BearerAuthMiddleware, verifier=verifier)],
+        exception_handlers={Exception: handle_exception},
+        before_send=[request_ids.add_header],
+        response_headers=REQUEST_ID_HEADERS,
+        on_startup=[start_broker],
+        on_shutdown=[stop],
+        openapi_config=_openapi(),
+        request_max_body_size=settings.http.max_body_bytes,
+        state=State({"request_ids": request_ids}),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Infraflow API",
+        version=API_VERSION,
+        description=_DESCRIPTION,
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(), JsonRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
+        ),
+        security=[{"bearer": []}],
+        tags=[
+            Tag(name="workflows", description="Runs and the workflow catalog"),
+            Tag(name="servers", description="Bare metal servers"),
+            Tag(name="operations", description="Health probes"),
+        ],
+        use_handler_docstrings=True,
+    )
+
+
+def main() -> None:
+    """Serve the gateway with uvicorn until SIGTERM/SIGINT, then shut down gracefully:
+    in-flight requests finish, the broker connection is drained."""
+    settings = GatewaySettings()
+    setup_logging("gateway", settings.log_level, settings.log_json)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.http.graceful_shutdown_s),
+    )
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish in-flight requests, run the
+    # shutdown hooks), then re-raises the signal; this handler turns that into a clean exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    log.info("serving on %s:%s", settings.http.host, settings.http.port)
+    uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main()

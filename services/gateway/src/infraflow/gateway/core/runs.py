@@ -1,0 +1,210 @@
+"""Runs: what a run-starting request turns into, the accepted summary, list filters (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from infraflow.common.catalog import Catalog, WorkflowType
+from infraflow.common.contracts import CancelRun, ListRuns, Progress, RunSummary, StartRun
+from infraflow.common.errors import InvalidStateTransitionError
+from infraflow.common.ids import is_id
+from infraflow.common.vault import redact
+from infraflow.gateway.core.servers import POWER_ACTIONS
+from infraflow.gateway.core.validation import (
+    FieldErrors,
+    parse_instant,
+    parse_multi,
+    parse_page_size,
+)
+from infraflow.gateway.schemas import RunCreate
+
+RUN_STATUSES: Final = ("pending", "running", "completed", "failed", "cancelled")
+CANCELLABLE_STATUSES: Final = frozenset({"pending", "running"})
+RESOURCE_TYPES: Final = ("server", "cluster", "vm")
+ID_PREFIX_BY_RESOURCE_TYPE: Final = {"server": "srv", "cluster": "cls", "vm": "vm"}
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_USER_ID: Final = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RunIds:
+    """Ids chosen for a new run (and the resource it creates, if any) before anything else."""
+
+    run_id: str
+    resource_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Everything needed to start one run, decided before any I/O happens."""
+
+    workflow: WorkflowType
+    run_id: str
+    resource_type: str
+    resource_id: str
+    input: dict[str, Any] = field(default_factory=dict)
+    site: str | None = None
+    project_id: str | None = None
+    credentials: dict[str, Any] | None = field(default=None, repr=False)
+    """Sealed into ``bmc-credentials`` under ``resource_id`` before the command is published."""
+
+    @property
+    def creates_resource(self) -> bool:
+        return self.workflow.creates_resource
+
+
+def start_command(
+    plan: RunPlan,
+    *,
+    triggered_by: str,
+    request_id: str,
+    estimate_ms: int,
+    now: datetime,
+) -> StartRun:
+    """The ``StartRun`` command for ``plan``; the input is redacted once more on the way out."""
+    return StartRun(
+        run_id=plan.run_id,
+        resource_type=plan.resource_type,
+        resource_id=plan.resource_id,
+        workflow_type=plan.workflow.name,
+        input=redact(plan.input),
+        triggered_by=triggered_by,
+        project_id=plan.project_id,
+        site=plan.site,
+        request_id=request_id,
+        estimated_duration_ms=estimate_ms,
+        requested_at=now,
+    )
+
+
+def accepted_summary(command: StartRun, workflow: WorkflowType) -> RunSummary:
+    """The run summary returned with the 202: the run exists and is ``pending``."""
+    assert command.requested_at is not None
+    return RunSummary(
+        id=command.run_id,
+        type=command.workflow_type,
+        status="pending",
+        resource_type=command.resource_type,
+        resource_id=command.resource_id,
+        project_id=command.project_id,
+        triggered_by=command.triggered_by,
+        created_at=command.requested_at,
+        estimated_duration=command.estimated_duration_ms,
+        progress=Progress(completed_steps=0, total_steps=len(workflow.steps)),
+    )
+
+
+def cancel_command(
+    run: dict[str, Any], *, requested_by: str, reason: str | None, terminate: bool
+) -> CancelRun:
+    """The ``CancelRun`` for a run view; ``INVALID_STATE_TRANSITION`` unless pending/running."""
+    status = run.get("status")
+    if status not in CANCELLABLE_STATUSES:
+        raise InvalidStateTransitionError(
+            f"only pending or running runs can be cancelled; this run is {status}",
+            details={"currentState": status, "allowedStates": sorted(CANCELLABLE_STATUSES)},
+        )
+    return CancelRun(
+        run_id=str(run["id"]),
+        resource_type=str(run.get("resourceType") or "_"),
+        resource_id=str(run.get("resourceId") or "_"),
+        requested_by=requested_by,
+        reason=reason,
+        terminate=terminate,
+    )
+
+
+def estimate_from_reply(data: Any) -> int | None:
+    """The projector's estimate in ms: a number, or an object carrying one."""
+    if isinstance(data, dict):
+        for key in ("estimatedDuration", "estimatedDurationMs", "estimateMs", "ms"):
+            if key in data:
+                return estimate_from_reply(data[key])
+        return None
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        return None
+    return int(data) if data >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilterParams:
+    """The raw query parameters of ``GET /v1/workflows/runs``."""
+
+    type: str | None = None
+    status: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    triggered_by: str | None = None
+    project_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+    page_size: str | None = None
+    page_token: str | None = None
+
+
+def list_runs_query(
+    params: RunFilterParams, catalog: Catalog, scope_projects: list[str] | None
+) -> ListRuns:
+    """Validate the filters (all problems at once) and build the projector query."""
+    errors = FieldErrors()
+    types = parse_multi(errors, "type", params.type, allowed=catalog.names())
+    statuses = parse_multi(errors, "status", params.status, allowed=RUN_STATUSES)
+    resource_types = parse_multi(errors, "resourceType", params.resource_type, RESOURCE_TYPES)
+    resource_ids = parse_multi(errors, "resourceId", params.resource_id, pattern=_IDENTIFIER)
+    triggered_by = parse_multi(errors, "triggeredBy", params.triggered_by, pattern=_USER_ID)
+    project_ids = parse_multi(errors, "projectId", params.project_id, pattern=_IDENTIFIER)
+    since = parse_instant(errors, "since", params.since)
+    until = parse_instant(errors, "until", params.until, end_of_day=True)
+    if since and until and since > until:
+        errors.add("until", "must not be before since")
+    page_size = parse_page_size(errors, params.page_size)
+    if params.page_token is not None and not 0 < len(params.page_token) <= 512:
+        errors.add("pageToken", "must be a token returned as meta.pagination.nextCursor")
+    errors.raise_if_any("the run filters are not valid")
+    return ListRuns(
+        types=types,
+        statuses=statuses,
+        resource_types=resource_types,
+        resource_ids=resource_ids,
+        triggered_by=triggered_by,
+        project_ids=project_ids,
+        since=since,
+        until=until,
+        page_size=page_size,
+        cursor=params.page_token or None,
+        scope_projects=scope_projects,
+    )
+
+
+def validate_run_create(body: RunCreate, catalog: Catalog) -> WorkflowType:
+    """Check a generic start request: a known, executable type, a resource id exactly when the
+    type acts on an existing resource, and the input the type needs."""
+    errors = FieldErrors()
+    workflow = catalog.get(body.type)
+    if workflow is None:
+        errors.add("type", "unknown workflow type; see GET /v1/workflows/types")
+        errors.raise_if_any("unknown workflow type")
+    assert workflow is not None
+    if not workflow.executable:
+        errors.add("type", f"{workflow.name} is not available yet")
+        errors.raise_if_any(f"workflow type {workflow.name} is not available yet")
+    prefix = ID_PREFIX_BY_RESOURCE_TYPE.get(workflow.resource_type)
+    if workflow.creates_resource:
+        if body.resource_id is not None:
+            errors.add("resourceId", f"must not be set: {workflow.name} creates the resource")
+    elif body.resource_id is None:
+        errors.add("resourceId", f"is required for {workflow.name}")
+    elif prefix is None or not is_id(body.resource_id, prefix):
+        errors.add("resourceId", f"must be a {workflow.resource_type} id ({prefix}_...)")
+    check_input(errors, workflow.name, body.input or {})
+    errors.raise_if_any("the run request is not valid")
+    return workflow
+
+
+def check_input(errors: FieldErrors, workflow_type: str, data: dict[str, Any]) -> None:
+    """Per-type input rules the gateway can check up front."""
+    if workflow_type == "server.lifecycle" and data.get("action") not in POWER_ACTIONS:
+        errors.add("input.action", "must be one of: " + ", ".join(POWER_ACTIONS))
