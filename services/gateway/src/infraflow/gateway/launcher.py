@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,9 +24,16 @@ import msgspec
 from infraflow.common import subjects
 from infraflow.common.catalog import WorkflowType
 from infraflow.common.contracts import EstimateDuration, encode
-from infraflow.common.errors import BrokerUnavailableError, ConflictError, InfraflowError
+from infraflow.common.contracts.base import OnBusy
+from infraflow.common.errors import (
+    BrokerUnavailableError,
+    ConflictError,
+    InfraflowError,
+    ResourceBusyError,
+)
 from infraflow.common.ids import new_id
-from infraflow.common.streams import KV_CREDENTIALS, KV_IDEMPOTENCY
+from infraflow.common.locks import LockEntry, lock_key
+from infraflow.common.streams import KV_CREDENTIALS, KV_IDEMPOTENCY, KV_LOCKS
 from infraflow.common.vault import Vault
 from infraflow.gateway.adapters.broker import Broker
 from infraflow.gateway.core import idempotency as idem
@@ -104,11 +112,14 @@ class RunLauncher:
         triggered_by: str,
         request_id: str,
         idempotency: IdempotencyRequest | None = None,
+        on_busy: OnBusy = "queue",
     ) -> Accepted:
         """Start a run: ``prepare`` turns the ids into a plan (lookups, state and permission
         checks); with an idempotency key this happens at most once per key and body, and a
         repeat gets the first response back."""
         self._broker.require_available()
+        if on_busy == "fail":
+            prepare = _failing_fast(prepare, self._busy_holder)
         if idempotency is None:
             return await self._launch(await prepare(ids), triggered_by, request_id)
         body_hash = idem.body_fingerprint(self._fingerprint_secret, idempotency.body)
@@ -181,6 +192,14 @@ class RunLauncher:
                     details={"runId": existing.run_id},
                 )
             await asyncio.sleep(_POLL_S)
+
+    async def _busy_holder(self, plan: RunPlan) -> str | None:
+        """The run holding ``plan``'s resource, if another mutating run does."""
+        if not plan.workflow.mutating or plan.creates_resource:
+            return None
+        entry = await self._broker.kv_get(KV_LOCKS, lock_key(plan.resource_type, plan.resource_id))
+        lock = LockEntry.decode(entry.value) if entry is not None else None
+        return lock.holder if lock is not None and lock.holder != plan.run_id else None
 
     async def _launch(self, plan: RunPlan, triggered_by: str, request_id: str) -> Accepted:
         self._broker.require_available()
@@ -274,6 +293,25 @@ class RunLauncher:
         for task in list(self._cleanups):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _failing_fast(
+    prepare: Prepare, holder_of: Callable[[RunPlan], Awaitable[str | None]]
+) -> Prepare:
+    """Wrap ``prepare``: a busy resource is ``409 RESOURCE_BUSY`` naming the holder, and the run
+    is started with ``on_busy="fail"`` so that a race lost later still fails fast."""
+
+    async def wrapped(ids: RunIds) -> RunPlan:
+        plan = await prepare(ids)
+        holder = await holder_of(plan)
+        if holder is not None:
+            raise ResourceBusyError(
+                f"{plan.resource_type} {plan.resource_id} is busy with run {holder}",
+                details={"runId": holder},
+            )
+        return dataclasses.replace(plan, on_busy="fail")
+
+    return wrapped
 
 
 def _replay(record: idem.IdempotencyRecord) -> Accepted:

@@ -24,6 +24,7 @@ from infraflow.common.contracts import (
     ResourceView,
     encode,
 )
+from infraflow.common.contracts.base import OnBusy
 from infraflow.common.errors import InfraflowError, NotFoundError, ValidationError
 from infraflow.common.ids import is_id, new_id
 from infraflow.common.vault import redact
@@ -42,7 +43,7 @@ from infraflow.gateway.core.validation import (
     parse_page_size,
 )
 from infraflow.gateway.launcher import Accepted, IdempotencyRequest, Prepare, RunLauncher
-from infraflow.gateway.schemas import RunCancel, RunCreate, Server, ServerCreate
+from infraflow.gateway.schemas import RunCancel, RunCreate, RunRetry, Server, ServerCreate
 
 SERVER_PREFIX = "srv"
 
@@ -71,6 +72,8 @@ class Caller:
     principal: Principal
     request_id: str
     idempotency: IdempotencyRequest | None = None
+    on_busy: OnBusy = "queue"
+    """``fail``: answer 409 ``RESOURCE_BUSY`` instead of queueing behind another run."""
 
 
 class Operations:
@@ -292,6 +295,31 @@ class Operations:
         )
         return Page(redact(_items(reply)), limit, reply.has_more, reply.next_cursor)
 
+    async def retry_run(self, caller: Caller, run_id: str, body: RunRetry | None) -> Accepted:
+        """A new run of a failed or cancelled run's type on the same resource, linked by
+        ``retryOf``; with ``fromStep`` the earlier steps are skipped, keeping their outputs."""
+        request = body or RunRetry()
+        principal = caller.principal
+        run = await self.get_run(principal, run_id)
+        access.authorize_cancel(principal, run.get("projectId"), terminate=False)
+        workflow = self._executable(str(run.get("type")))
+        runs.check_retry(run, workflow, request.from_step)
+
+        async def prepare(ids: RunIds) -> RunPlan:
+            return RunPlan(
+                workflow=workflow,
+                run_id=ids.run_id,
+                resource_type=str(run["resourceType"]),
+                resource_id=str(run["resourceId"]),
+                input=dict(run.get("input") or {}),
+                site=run.get("site"),
+                project_id=run.get("projectId"),
+                retry_of=run_id,
+                from_step=request.from_step,
+            )
+
+        return await self._start(caller, prepare, RunIds(new_id("run")))
+
     async def cancel_run(
         self, principal: Principal, run_id: str, body: RunCancel | None
     ) -> dict[str, Any]:
@@ -327,6 +355,7 @@ class Operations:
             triggered_by=caller.principal.subject,
             request_id=caller.request_id,
             idempotency=caller.idempotency,
+            on_busy=caller.on_busy,
         )
 
     async def _ask(self, query: Query) -> QueryReply:

@@ -66,6 +66,13 @@ class RunCreate(Dto, kw_only=True):
     input: dict[str, Any] | None = None
 
 
+class RunRetry(Dto, kw_only=True):
+    """Retry a failed or cancelled run as a new run; steps before ``fromStep`` keep their
+    recorded outputs and are not executed again."""
+
+    from_step: str | None = None
+
+
 class RunCancel(Dto, kw_only=True):
     """Cancel a pending or running run; ``terminate`` skips compensation (admins only)."""
 

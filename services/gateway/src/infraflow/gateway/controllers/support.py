@@ -10,6 +10,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
+from infraflow.common.errors import ValidationError
 from infraflow.gateway.core import idempotency
 from infraflow.gateway.core.access import Principal
 from infraflow.gateway.core.errors import UnauthorizedError
@@ -95,4 +96,14 @@ def caller(
             path=request.url.path,
             body=msgspec.to_builtins(body),
         )
-    return Caller(principal=principal, request_id=request_id(request), idempotency=repeat)
+    on_busy = request.query_params.get("onBusy", "queue")
+    if on_busy not in ("queue", "fail"):
+        raise ValidationError(
+            "onBusy must be queue or fail", details={"fields": {"onBusy": "must be queue or fail"}}
+        )
+    return Caller(
+        principal=principal,
+        request_id=request_id(request),
+        idempotency=repeat,
+        on_busy="fail" if on_busy == "fail" else "queue",
+    )

@@ -24,7 +24,7 @@ from infraflow.gateway.core.access import Principal
 from infraflow.gateway.core.runs import RunFilterParams
 from infraflow.gateway.operations import Operations
 from infraflow.gateway.responses import accepted, ok
-from infraflow.gateway.schemas import Envelope, RunCancel, RunCreate
+from infraflow.gateway.schemas import Envelope, RunCancel, RunCreate, RunRetry
 
 
 class WorkflowController(Controller):
@@ -130,6 +130,30 @@ class WorkflowController(Controller):
     ) -> Response[Envelope[list[dict[str, Any]]]]:
         page = await operations.run_events(principal, run_id, after_seq, page_size)
         return ok(request, page.items, pagination=page.pagination())
+
+    @post(
+        "/runs/{run_id:str}/retry",
+        operation_id="retryRun",
+        summary="Retry a failed or cancelled run as a new linked run",
+        description="Creates a NEW run with `retryOf`; with `fromStep`, the steps before it are "
+        "not executed again and keep the outputs recorded by the original run (they must have "
+        "completed there: otherwise 409). Unknown `fromStep` is 400. `onBusy=fail` answers 409 "
+        "`RESOURCE_BUSY` instead of queueing behind another run on the resource.",
+        status_code=202,
+        response_headers=ACCEPTED_HEADERS,
+        responses=error_responses(*WRITE_ERRORS),
+    )
+    async def retry_run(
+        self,
+        request: Request[Any, Any, Any],
+        run_id: FromPath[str],
+        operations: NamedDependency[Operations],
+        principal: NamedDependency[Principal],
+        idempotency_key: IdempotencyKey = None,
+        data: JSONBody[RunRetry | None] = None,
+    ) -> Response[Envelope[RunSummary]]:
+        who = caller(request, principal, idempotency_key, data)
+        return accepted(request, await operations.retry_run(who, run_id, data))
 
     @post(
         "/runs/{run_id:str}/cancel",

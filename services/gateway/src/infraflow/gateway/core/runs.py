@@ -9,7 +9,8 @@ from typing import Any, Final
 
 from infraflow.common.catalog import Catalog, WorkflowType
 from infraflow.common.contracts import CancelRun, ListRuns, Progress, RunSummary, StartRun
-from infraflow.common.errors import InvalidStateTransitionError
+from infraflow.common.contracts.base import OnBusy
+from infraflow.common.errors import InvalidStateTransitionError, ValidationError
 from infraflow.common.ids import is_id
 from infraflow.common.vault import redact
 from infraflow.gateway.core.servers import POWER_ACTIONS
@@ -50,6 +51,9 @@ class RunPlan:
     project_id: str | None = None
     credentials: dict[str, Any] | None = field(default=None, repr=False)
     """Sealed into ``bmc-credentials`` under ``resource_id`` before the command is published."""
+    retry_of: str | None = None
+    from_step: str | None = None
+    on_busy: OnBusy = "queue"
 
     @property
     def creates_resource(self) -> bool:
@@ -77,6 +81,9 @@ def start_command(
         request_id=request_id,
         estimated_duration_ms=estimate_ms,
         requested_at=now,
+        retry_of=plan.retry_of,
+        from_step=plan.from_step,
+        on_busy=plan.on_busy,
     )
 
 
@@ -94,7 +101,44 @@ def accepted_summary(command: StartRun, workflow: WorkflowType) -> RunSummary:
         created_at=command.requested_at,
         estimated_duration=command.estimated_duration_ms,
         progress=Progress(completed_steps=0, total_steps=len(workflow.steps)),
+        retry_of=command.retry_of,
+        from_step=command.from_step,
     )
+
+
+RETRYABLE_STATUSES: Final = frozenset({"failed", "cancelled"})
+_DONE_STEP_STATUSES: Final = frozenset({"succeeded", "skipped"})
+
+
+def check_retry(run: dict[str, Any], workflow: WorkflowType, from_step: str | None) -> None:
+    """A retry needs a failed or cancelled run and, with ``from_step``, a known step whose
+    predecessors all completed in that run."""
+    status = run.get("status")
+    if status not in RETRYABLE_STATUSES:
+        raise InvalidStateTransitionError(
+            f"only failed or cancelled runs can be retried; this run is {status}",
+            details={"currentStatus": status},
+        )
+    if from_step is None:
+        return
+    names = [s.name for s in workflow.steps]
+    if from_step not in names:
+        raise ValidationError(
+            f"{workflow.name} has no step {from_step!r}",
+            details={"fields": {"fromStep": f"must be one of {', '.join(names)}"}},
+        )
+    done = {
+        str(s.get("name"))
+        for s in run.get("steps") or []
+        if isinstance(s, dict) and s.get("status") in _DONE_STEP_STATUSES
+    }
+    missing = [n for n in names[: names.index(from_step)] if n not in done]
+    if missing:
+        raise InvalidStateTransitionError(
+            f"steps before {from_step} did not complete in run {run.get('id')}: "
+            + ", ".join(missing),
+            details={"incompleteSteps": missing},
+        )
 
 
 def cancel_command(

@@ -7,36 +7,14 @@ The key is deleted when the last run releases it.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
+from infraflow.common.locks import LockEntry, lock_key
 from infraflow.common.streams import KV_LOCKS
 
 _MAX_CAS_TRIES = 50
-
-
-@dataclass(slots=True)
-class LockEntry:
-    holder: str
-    queue: list[str] = field(default_factory=list)
-
-    def encode(self) -> bytes:
-        return json.dumps({"holder": self.holder, "queue": self.queue}).encode()
-
-    @staticmethod
-    def decode(raw: bytes | None) -> LockEntry | None:
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return LockEntry(holder=data["holder"], queue=list(data.get("queue", [])))
-
-
-def lock_key(resource_type: str, resource_id: str) -> str:
-    return f"{resource_type}.{resource_id}"
 
 
 class ResourceLocks:

@@ -663,7 +663,8 @@ def _terminal_effects(before: RunState, after: RunState, ctx: Context) -> list[E
                 else _cancel_timers(after, cur, "timeout")
             )
             out.append(NotifyCancel(after.run_id, terminate=True))
-        elif retry_due(before, ctx.catalog) is not None:
+        elif cur.status in (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT):
+            # a retry backoff may be armed (a cancel may have just pre-empted it): drop it
             out.extend(_cancel_timers(after, cur, "retry"))
     if _mutating(after):
         out.append(ReleaseLock(after.resource_type, after.resource_id, after.run_id))
