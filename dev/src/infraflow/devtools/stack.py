@@ -35,7 +35,14 @@ _MODULES = {
     "bmc-agent": "infraflow.bmc_agent.app",
     "k8s-agent": "infraflow.k8s_agent.app",
     "projector": "infraflow.projector.app",
+    "test-agent": "infraflow.devtools.test_agent",
 }
+
+
+def module_of(name: str) -> str:
+    """The module of a service process; ``orchestrator-2`` is another ``orchestrator``."""
+    base = name.rsplit("-", 1)[0] if name[-1].isdigit() and "-" in name else name
+    return _MODULES[base]
 
 
 def mint_token(
@@ -70,7 +77,7 @@ class Service:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         self.process = subprocess.Popen(
-            [sys.executable, "-m", _MODULES[self.name]],
+            [sys.executable, "-m", module_of(self.name)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -122,6 +129,12 @@ class Stack:
     catalog_extra_file: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES
+    orchestrators: int = 1
+    """How many orchestrator processes (``orchestrator``, ``orchestrator-2``, ...)."""
+    test_agent: bool = False
+    """Also run the test executor (``infraflow.devtools.test_agent``) for test workflow types."""
+    ack_wait_s: float | None = None
+    """Shorter redelivery waits for crash tests (``INFRAFLOW_NATS__ACK_WAIT_S``)."""
     nats: NatsServer | None = None
     bmc: BmcEmulator | None = None
     kube_process: subprocess.Popen[bytes] | None = None
@@ -161,7 +174,7 @@ class Stack:
                 ).start()
             if self.kube:
                 self._start_kube()
-            for name in self.services:
+            for name in self.service_names():
                 self.start_service(name)
             if wait_ready:
                 self.wait_ready()
@@ -216,6 +229,13 @@ class Stack:
             time.sleep(0.05)
         self.kube_url = ready.read_text().strip()
 
+    def service_names(self) -> list[str]:
+        names = list(self.services)
+        names += [f"orchestrator-{i}" for i in range(2, self.orchestrators + 1)]
+        if self.test_agent:
+            names.append("test-agent")
+        return names
+
     def service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -228,6 +248,8 @@ class Stack:
         )
         if self.catalog_extra_file:
             env["INFRAFLOW_CATALOG_EXTRA_FILE"] = self.catalog_extra_file
+        if self.ack_wait_s is not None:
+            env["INFRAFLOW_NATS__ACK_WAIT_S"] = str(self.ack_wait_s)
         if name == "gateway":
             env["INFRAFLOW_HTTP__HOST"] = "127.0.0.1"
             env["INFRAFLOW_HTTP__PORT"] = str(self.gateway_port)

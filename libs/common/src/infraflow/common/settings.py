@@ -25,13 +25,15 @@ class NatsSettings(BaseModel):
     request_timeout_s: float = 5.0
     replicas: int = 1
     """Stream replicas: 3 in production (a 3-node JetStream cluster), 1 in development."""
+    ack_wait_s: float = 30.0
+    """Redelivery wait of the durable consumers (set when they are first created)."""
 
     @property
     def servers(self) -> list[str]:
         return [u.strip() for u in self.url.split(",") if u.strip()]
 
     def topology(self) -> Topology:
-        return Topology(replicas=self.replicas)
+        return Topology(replicas=self.replicas, ack_wait_s=self.ack_wait_s)
 
 
 class ServiceSettings(BaseSettings):

@@ -48,6 +48,8 @@ class Topology:
     events_max_age_s: float = 0.0  # 0: keep forever (the audit log)
     events_duplicate_window_s: float = 300.0
     steps_duplicate_window_s: float = 900.0
+    ack_wait_s: float = 30.0
+    """How long a consumer waits for an ack before redelivering (agents extend it while busy)."""
 
 
 def stream_configs(t: Topology) -> list[StreamConfig]:
@@ -180,6 +182,10 @@ ORCHESTRATOR_TIMERS: Final = ConsumerSpec(
 )
 
 
+def with_ack_wait(spec: ConsumerSpec, ack_wait_s: float) -> ConsumerSpec:
+    return replace(spec, ack_wait_s=ack_wait_s)
+
+
 def agent_consumer(executor: str, site: str) -> ConsumerSpec:
     """The shared durable consumer of one executor at one site (agents scale by replicas)."""
     return ConsumerSpec(
@@ -245,6 +251,7 @@ async def ensure_topology(
 ) -> None:
     """Create or update every stream, KV bucket and core consumer; safe to run concurrently."""
     t = topology or Topology()
+    consumers = tuple(with_ack_wait(c, t.ack_wait_s) for c in consumers)
     for cfg in stream_configs(t):
         await ensure_stream(js, cfg)
     for kv in kv_configs(t):

@@ -35,11 +35,11 @@ from infraflow.common.errors import (
     ValidationError,
 )
 from infraflow.common.settings import NatsSettings
-from infraflow.common.streams import COMMANDS, EVENTS, KV_CREDENTIALS, KV_IDEMPOTENCY
+from infraflow.common.streams import COMMANDS, EVENTS, KV_CREDENTIALS, KV_IDEMPOTENCY, KV_LOCKS
 
 log = logging.getLogger(__name__)
 
-BUCKETS: Final = (KV_IDEMPOTENCY, KV_CREDENTIALS)
+BUCKETS: Final = (KV_IDEMPOTENCY, KV_CREDENTIALS, KV_LOCKS)
 
 _REPLY_ERRORS: Final[dict[str, type[InfraflowError]]] = {
     "VALIDATION_ERROR": ValidationError,

@@ -132,11 +132,18 @@ def check_retry(run: dict[str, Any], workflow: WorkflowType, from_step: str | No
         for s in run.get("steps") or []
         if isinstance(s, dict) and s.get("status") in _DONE_STEP_STATUSES
     }
-    missing = [n for n in names[: names.index(from_step)] if n not in done]
+    undone = {
+        int(c["index"])
+        for c in run.get("compensation") or []
+        if isinstance(c, dict) and c.get("status") == "succeeded" and "index" in c
+    }
+    missing = [
+        n for i, n in enumerate(names[: names.index(from_step)]) if n not in done or i in undone
+    ]
     if missing:
         raise InvalidStateTransitionError(
-            f"steps before {from_step} did not complete in run {run.get('id')}: "
-            + ", ".join(missing),
+            f"steps before {from_step} did not complete (or were compensated) in run "
+            f"{run.get('id')}: " + ", ".join(missing),
             details={"incompleteSteps": missing},
         )
 

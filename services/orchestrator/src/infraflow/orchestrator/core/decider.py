@@ -503,11 +503,16 @@ def _retry_plan(
         k = wf.step_index(cmd.from_step)
     except KeyError:
         return {}, _error("VALIDATION_ERROR", f"unknown step {cmd.from_step!r}")
-    missing = [s.name for s in wf.steps[:k] if s.name not in original.outputs]
+    missing = [
+        s.name
+        for i, s in enumerate(wf.steps[:k])
+        if s.name not in original.outputs or i in original.compensated
+    ]
     if missing:
         return {}, _error(
             "INVALID_STATE_TRANSITION",
-            f"steps before {cmd.from_step} did not complete in run {cmd.retry_of}: {missing}",
+            f"steps before {cmd.from_step} did not complete (or were compensated) in run "
+            f"{cmd.retry_of}: {missing}",
         )
     return {s.name: original.outputs[s.name] for s in wf.steps[:k]}, None
 

@@ -111,6 +111,8 @@ class RunState:
     """Forward indices whose effects happened (succeeded or skipped), in order."""
     unknown: tuple[int, ...] = ()
     """Forward indices whose last attempt timed out: their effects may have happened."""
+    compensated: tuple[int, ...] = ()
+    """Forward indices whose compensation succeeded: their effects were undone."""
     cancel: RunCancelRequested | None = None
     failure: ErrorInfo | None = None
     compensation: Compensation | None = None
@@ -203,7 +205,7 @@ def evolve(s: RunState, e: RunEvent) -> RunState:
                     done=(*s.done, e.index),
                     unknown=tuple(i for i in s.unknown if i != e.index),
                 )
-            return replace(s, current=resolved)
+            return replace(s, current=resolved, compensated=(*s.compensated, e.index))
         case StepFailed():
             cur = s.current
             if cur is None or not cur.same(e.phase, e.index, e.attempt) or not cur.in_flight:
