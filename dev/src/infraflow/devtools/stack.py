@@ -125,6 +125,8 @@ class Stack:
     gateway_port: int = 0
     nats_port: int = 0
     bmc_systems: int = 3
+    bmc_power_delay_s: int = 1
+    """How long the emulated BMCs take to change power state (0: at once)."""
     kube: bool = True
     catalog_extra_file: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -171,6 +173,7 @@ class Stack:
                 self.bmc = BmcEmulator(
                     systems=default_systems(self.bmc_systems),
                     workdir=self.base_dir / "bmc-emulator",
+                    power_delay_s=self.bmc_power_delay_s,
                 ).start()
             if self.kube:
                 self._start_kube()
