@@ -10,6 +10,7 @@ between "appended" and "dispatched" heals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -174,8 +175,13 @@ class Orchestrator:
     ) -> bool:
         """Handle one input (and its follow-ups). False: the run does not exist yet."""
         token = run_id_var.set(run_id)
+        # Inputs of one run are handled one at a time, in arrival order. Starts of mutating runs
+        # are also ordered per resource, so the lock queue is FIFO in arrival order.
+        serial_keys = [run_id]
+        if isinstance(inp, Start) and self._mutating(inp.command.workflow_type):
+            serial_keys.insert(0, f"{resource_type}.{resource_id}")
         try:
-            async with self._one_at_a_time(resource_type, resource_id, run_id):
+            async with self._one_at_a_time(*serial_keys):
                 inputs: list[Input] = [inp, Recover()] if recover else [inp]
                 while inputs:
                     decision = await self._decide_and_append(
@@ -231,9 +237,20 @@ class Orchestrator:
             )
             return Decision((event,), (), evolve(state, event))
 
+    def _mutating(self, workflow_type: str) -> bool:
+        wf = self.catalog.get(workflow_type)
+        return wf is None or wf.mutating
+
     @asynccontextmanager
-    async def _one_at_a_time(self, rtype: str, rid: str, run_id: str) -> AsyncIterator[None]:
-        key = run_id if rid == subjects.NO_RESOURCE else f"{rtype}.{rid}"
+    async def _one_at_a_time(self, *keys: str) -> AsyncIterator[None]:
+        """Hold the in-process locks of ``keys`` (always taken in the same order)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await stack.enter_async_context(self._serialized(key))
+            yield
+
+    @asynccontextmanager
+    async def _serialized(self, key: str) -> AsyncIterator[None]:
         lock, users = self._serial.get(key, (asyncio.Lock(), 0))
         self._serial[key] = (lock, users + 1)
         try:
