@@ -218,6 +218,7 @@ def test_engine_benchmark(stack: Stack) -> None:
             out["a_202_ms"] = summary([ms for _, ms in res])
             out["a_offered_rps"] = SIZES["a_rate"]
             out["a_achieved_rps"] = len(res) / a_elapsed
+            print("(a)", out["a_202_ms"], flush=True)
             await asyncio.gather(*(b.completion(r) for r, _ in res))
 
             # (b) throughput with K runs in flight
@@ -237,6 +238,7 @@ def test_engine_benchmark(stack: Stack) -> None:
             out["b_runs_per_s"] = n / elapsed
             out["b_steps_per_s"] = 5 * n / elapsed
             out["b_latency_ms"] = summary(lat)
+            print("(b)", out["b_runs_per_s"], out["b_latency_ms"], flush=True)
 
             # (c) start-to-completion at a fixed run rate
             async def c_one() -> tuple[str, float]:

@@ -233,6 +233,72 @@ async def get_last(js: JetStreamContext, stream: str, subject: str) -> StoredMsg
     )
 
 
+class StreamReader:
+    """Batched direct reads over one long-lived inbox subscription (``read_subject`` makes and
+    drops a subscription per call; a hot path such as loading runs should not)."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox()
+        self._queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._counter = 0
+        self._sub: Any = None
+
+    async def _ensure(self) -> None:
+        if self._sub is None:
+            self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        queue = self._queues.get(msg.subject.rsplit(".", 1)[1])
+        if queue is not None:
+            queue.put_nowait(msg)
+
+    async def read(
+        self,
+        stream: str,
+        subject: str,
+        *,
+        after_seq: int = 0,
+        batch: int = 256,
+        timeout: float = 5.0,
+    ) -> list[StoredMsg]:
+        """All messages on ``subject`` after ``after_seq``, in order."""
+        await self._ensure()
+        out: list[StoredMsg] = []
+        seq = after_seq + 1
+        api = f"$JS.API.DIRECT.GET.{stream}"
+        while True:
+            self._counter += 1
+            token = str(self._counter)
+            queue: asyncio.Queue[Msg] = asyncio.Queue()
+            self._queues[token] = queue
+            try:
+                req = {"seq": seq, "next_by_subj": subject, "batch": batch}
+                await self._nc.publish(
+                    api, json.dumps(req).encode(), reply=f"{self._prefix}.{token}"
+                )
+                got, pending = 0, 0
+                while True:
+                    m = await asyncio.wait_for(queue.get(), timeout)
+                    hdrs: dict[str, Any] = dict(m.headers or {})
+                    status = hdrs.get("Status")
+                    if status == "204":
+                        pending = int(hdrs.get("Nats-Num-Pending", "0") or 0)
+                        break
+                    if status == "404":
+                        break
+                    if status:
+                        raise RuntimeError(f"direct get failed: {status} {hdrs.get('Description')}")
+                    s = int(hdrs["Nats-Sequence"])
+                    out.append(StoredMsg(hdrs.get("Nats-Subject", subject), s, m.data, hdrs))
+                    seq = s + 1
+                    got += 1
+            finally:
+                self._queues.pop(token, None)
+            if got < batch or pending == 0:
+                return out
+
+
 async def read_subject(
     nc: Client,
     stream: str,

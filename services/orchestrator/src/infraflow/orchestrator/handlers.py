@@ -29,6 +29,7 @@ from infraflow.common.contracts import (
     RunFailed,
     StartRun,
     StepHeartbeat,
+    StepStarted,
     decode_command,
     decode_event,
 )
@@ -125,9 +126,11 @@ class Orchestrator:
             log.error("undecodable fact on %s; skipped", msg.subject)
             await msg.ack()
             return
-        await self.process(
-            rtype, rid, run_id, FactAppended(event), recover=msg.metadata.num_delivered > 1
-        )
+        redelivered = msg.metadata.num_delivered > 1
+        if isinstance(event, StepStarted) and not redelivered and self._nothing_to_decide(event):
+            await msg.ack()
+            return
+        await self.process(rtype, rid, run_id, FactAppended(event), recover=redelivered)
         await msg.ack()
 
     async def handle_timer(self, msg: Msg) -> None:
@@ -236,6 +239,20 @@ class Orchestrator:
                 ),
             )
             return Decision((event,), (), evolve(state, event))
+
+    def _nothing_to_decide(self, event: StepStarted) -> bool:
+        """A started attempt only matters to the decider when its step has a heartbeat
+        deadline to arm; skip loading the run otherwise (the next input loads the fact)."""
+        state = self.log.cached(event.run_id)
+        if state is None or state.created is None:
+            return False
+        wf = self.catalog.get(state.created.workflow_type)
+        if wf is None or event.index >= len(wf.steps):
+            return False
+        spec = wf.steps[event.index]
+        if event.phase == "compensation":
+            spec = spec.compensation or spec
+        return spec.heartbeat_timeout_s is None
 
     def _mutating(self, workflow_type: str) -> bool:
         wf = self.catalog.get(workflow_type)

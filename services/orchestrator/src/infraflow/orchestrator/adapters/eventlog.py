@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from infraflow.common import streams, subjects
 from infraflow.common.contracts import RunEvent, decode_event, encode
-from infraflow.common.jetstream import append, read_subject
+from infraflow.common.jetstream import StreamReader, append
 from infraflow.orchestrator.core import RunState, evolve, initial
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ class RunLog:
     def __init__(self, nc: Client, js: JetStreamContext, *, cache_size: int = 20_000) -> None:
         self._nc = nc
         self._js = js
+        self._reader = StreamReader(nc)
         self._cache: OrderedDict[str, tuple[RunState, int]] = OrderedDict()
         self._cache_size = cache_size
         self.appends = 0
@@ -36,8 +37,7 @@ class RunLog:
         """The run's state and the sequence of its last event (0: no events)."""
         cached = self._cache.get(run_id)
         state, seq = cached if cached else (initial(run_id, resource_type, resource_id), 0)
-        msgs = await read_subject(
-            self._nc,
+        msgs = await self._reader.read(
             streams.EVENTS,
             subjects.run_events(resource_type, resource_id, run_id),
             after_seq=seq,
@@ -73,6 +73,11 @@ class RunLog:
             raise
         self._remember(state.run_id, state, seq)
         return seq
+
+    def cached(self, run_id: str) -> RunState | None:
+        """The cached state (it may lack the newest events), or None."""
+        hit = self._cache.get(run_id)
+        return hit[0] if hit else None
 
     def forget(self, run_id: str) -> None:
         self._cache.pop(run_id, None)
