@@ -136,6 +136,8 @@ class CancelNotice(Contract, frozen=True, kw_only=True, tag_field="kind", tag="c
     phase: Phase | None = None
 
     def matches(self, phase: Phase, index: int, attempt: int) -> bool:
-        return self.attempt is None or (
-            self.index == index and self.attempt == attempt and self.phase == phase
-        )
+        """Whether this notice stops that attempt: a run-wide cancel stops forward work only
+        (the compensation it causes must run); terminate stops everything."""
+        if self.attempt is not None:
+            return self.index == index and self.attempt == attempt and self.phase == phase
+        return self.terminate or phase == "forward"

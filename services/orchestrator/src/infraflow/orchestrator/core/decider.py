@@ -316,7 +316,8 @@ class _Builder:
             # the timeout timer is armed already; only the heartbeat deadline starts now
             spec = step_spec(s, cur, self.ctx.catalog)
             if spec is not None and spec.heartbeat_timeout_s and cur.started_at is not None:
-                due = cur.started_at + timedelta(seconds=spec.heartbeat_timeout_s)
+                since = max(cur.started_at, self.ctx.now)
+                due = since + timedelta(seconds=spec.heartbeat_timeout_s)
                 self.effects.append(_timer(s, cur, "heartbeat", due))
             return
         self.effects.extend(_attempt_effects(s, cur, self.ctx))
@@ -609,7 +610,9 @@ def _attempt_effects(s: RunState, cur: Attempt, ctx: Context) -> list[Effect]:
     elif cur.status is AttemptStatus.STARTED:
         out.append(_timer(s, cur, "timeout", cur.scheduled_at + timedelta(seconds=spec.timeout_s)))
         if spec.heartbeat_timeout_s and cur.started_at is not None:
-            hb_due = cur.started_at + timedelta(seconds=spec.heartbeat_timeout_s)
+            # never earlier than a deadline heartbeats may have pushed out meanwhile
+            since = max(cur.started_at, ctx.now)
+            hb_due = since + timedelta(seconds=spec.heartbeat_timeout_s)
             out.append(_timer(s, cur, "heartbeat", hb_due))
     else:
         kinds: list[TimerKind] = (
@@ -622,7 +625,8 @@ def _attempt_effects(s: RunState, cur: Attempt, ctx: Context) -> list[Effect]:
         due = retry_due(s, ctx.catalog)
         if due is not None:
             out.append(_timer(s, cur, "retry", due))
-    if s.cancel is not None and cur.in_flight:
+    if s.cancel is not None and cur.in_flight and (cur.phase == "forward" or s.cancel.terminate):
+        # a cancel stops forward work; the compensation it triggers must run to the end
         out.append(NotifyCancel(s.run_id, s.cancel.terminate))
     return out
 
@@ -646,7 +650,12 @@ def _effects_of(event: RunEvent, before: RunState, after: RunState, ctx: Context
             return _attempt_effects(after, cur, ctx) if cur is not None else []
         case RunCancelRequested():
             cur = after.current
-            if cur is not None and cur.in_flight and after.status is RunStatus.RUNNING:
+            if (
+                cur is not None
+                and cur.in_flight
+                and after.status is RunStatus.RUNNING
+                and (cur.phase == "forward" or event.terminate)
+            ):
                 return [NotifyCancel(after.run_id, event.terminate)]
             return []
         case RunCompleted() | RunFailed() | RunCancelled():
