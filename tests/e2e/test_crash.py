@@ -41,7 +41,11 @@ def make_stack(base: Path, **kw: Any) -> Stack:
         "catalog_extra_file": str(catalog),
         "services": ("gateway", "orchestrator", "bmc-agent", "projector"),
         "ack_wait_s": 3.0,
-        "extra_env": {"INFRAFLOW_LOCK_SWEEP_INTERVAL_S": "2"},
+        "extra_env": {
+            "INFRAFLOW_LOCK_SWEEP_INTERVAL_S": "2",
+            # a claim left by a gateway killed mid-request is taken over quickly
+            "INFRAFLOW_IDEMPOTENCY_STALE_S": "3",
+        },
     }
     defaults.update(kw)
     return Stack(**defaults)
@@ -78,17 +82,22 @@ def register_servers(stack: Stack, api: Api) -> list[str]:
     return ids
 
 
-def submit(api: Api, body: dict[str, Any], deadline: float) -> str | None:
-    """POST until a 202 (the gateway may be down or the broker unreachable: not accepted)."""
+def submit(api: Api, body: dict[str, Any], deadline: float, key: str | None = None) -> str | None:
+    """POST until a 202, as a careful client does: the gateway may die after accepting, so
+    every retry carries the same Idempotency-Key and gets the same run, never a second one."""
+    headers = {"Idempotency-Key": key or f"submit-{time.monotonic_ns()}"}
     while time.monotonic() < deadline:
         try:
-            r = api.post("/v1/workflows/runs", json=body)
+            r = api.post("/v1/workflows/runs", json=body, headers=headers)
         except httpx.HTTPError:
             time.sleep(0.2)
             continue
         if r.status_code == 202:
             return str(r.json()["meta"]["workflowId"])
-        assert r.status_code == 503, r.text  # anything else is a bug
+        # 503: broker unreachable; 409 CONFLICT: the same key is still in progress elsewhere
+        assert r.status_code in (503, 409), r.text
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "CONFLICT", r.text
         time.sleep(0.2)
     return None
 
@@ -186,7 +195,8 @@ def test_kill_9_anything_loses_no_run_and_applies_no_effect_twice(
     try:
         for i in range(200):
             srv = servers[i % len(servers)]
-            run_id = submit(api, {"type": "test.power-cycle", "resourceId": srv}, deadline)
+            body = {"type": "test.power-cycle", "resourceId": srv}
+            run_id = submit(api, body, deadline, key=f"cycle-{i}")
             assert run_id is not None, "could not get runs accepted"
             accepted.append((run_id, srv))
             time.sleep(0.05)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,19 +35,22 @@ from infraflow.common.contracts import (
     RunEvent,
     StepFailed,
     StepHeartbeat,
+    StepScheduled,
     StepStarted,
     StepSucceeded,
     encode,
 )
 from infraflow.common.errors import InfraflowError
 from infraflow.common.ids import new_id
-from infraflow.common.jetstream import PullConsumer, append, get_last
-from infraflow.common.logs import run_id_var, step_var
+from infraflow.common.jetstream import PullConsumer, StoredMsg, StreamReader, append
+from infraflow.common.logs import adopt_trace, run_id_var, step_var, trace_headers
+from infraflow.common.metrics import STEP_DURATION, start_consumer_watch
 
 log = logging.getLogger(__name__)
 
 _step_decoder = msgspec.json.Decoder(ExecuteStep)
 _cancel_decoder = msgspec.json.Decoder(CancelNotice)
+_scheduled_decoder = msgspec.json.Decoder(StepScheduled)
 
 
 class StepError(InfraflowError):
@@ -133,11 +137,23 @@ class StepWorker:
         self.shutdown_grace_s = shutdown_grace_s
         self._shutting_down = False
         self._running: dict[str, set[StepContext]] = {}
+        self._active: set[str] = set()
+        self._reader = StreamReader(nc)
+        self._keepalive_s = default_heartbeat_s
+        """How often a running step renews its message (below the consumer's ack wait)."""
         self.completed = 0
         self.failed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         cancel_sub = await self.nc.subscribe(subjects.CANCELS_ALL, cb=self._on_cancel)
+        for site in self.sites:
+            # renew in-flight messages well within the consumer's real ack wait
+            with contextlib.suppress(Exception):
+                info = await self.js.consumer_info(
+                    streams.STEPS, streams.agent_consumer(self.executor, site).durable
+                )
+                if info.config.ack_wait:
+                    self._keepalive_s = min(self._keepalive_s, float(info.config.ack_wait) / 3)
         consumers = [
             PullConsumer(
                 self.nc,
@@ -161,10 +177,13 @@ class StepWorker:
                     ctx.cancelled.set()
 
         grace_task = asyncio.create_task(grace())
+        backlog = [streams.agent_consumer(self.executor, site) for site in self.sites]
+        watch = start_consumer_watch(self.js, backlog, stop)
         try:
             await asyncio.gather(*(c.run(stop) for c in consumers))
         finally:
             grace_task.cancel()
+            watch.cancel()
             with contextlib.suppress(Exception):
                 await cancel_sub.unsubscribe()
 
@@ -185,14 +204,22 @@ class StepWorker:
             log.error("undecodable step command on %s; dropped", msg.subject)
             await msg.term()
             return
+        if cmd.attempt_id in self._active:
+            # a redelivery of an attempt this process is still running (its ack deadline passed
+            # under load): the running one acks the message when it finishes; never run twice
+            await msg.in_progress()
+            return
         run_token = run_id_var.set(cmd.run_id)
         step_token = step_var.set(f"{cmd.step}#{cmd.attempt}")
+        adopt_trace(msg.headers)  # this message's task only: the trace of the step command
+        self._active.add(cmd.attempt_id)
         try:
             if await self._execute(cmd, msg):
                 await msg.ack()
             else:
                 await msg.nak()  # interrupted by shutdown: another agent runs it again
         finally:
+            self._active.discard(cmd.attempt_id)
             run_id_var.reset(run_token)
             step_var.reset(step_token)
 
@@ -202,17 +229,24 @@ class StepWorker:
 
     async def _execute(self, cmd: ExecuteStep, msg: Msg | None) -> bool:
         """Run the attempt and record its outcome; False if shutdown interrupted it."""
-        if await self._cancel_requested(cmd):
+        verdict = await self._still_wanted(cmd)
+        if verdict == "cancelled":
             await self._fact(cmd, StepFailed, error=_cancelled_error(cmd))
+            return True
+        if verdict == "stale":
+            log.info("attempt %s is no longer current; not executed again", cmd.attempt_id)
             return True
         await self._fact(cmd, StepStarted, worker=self.worker_name)
         ctx = StepContext(self, cmd, msg)
         self._running.setdefault(cmd.run_id, set()).add(ctx)
+        started, outcome = time.monotonic(), "failed"
         try:
             output = await self._run_action(ctx)
         except StepCancelledError as exc:
             if self._shutting_down:
+                outcome = "interrupted"
                 return False
+            outcome = "cancelled"
             self.failed += 1
             await self._fact(cmd, StepFailed, error=_error(exc, cmd))
         except StepError as exc:
@@ -232,9 +266,13 @@ class StepWorker:
             )
             await self._fact(cmd, StepFailed, error=err)
         else:
+            outcome = "succeeded"
             self.completed += 1
             await self._fact(cmd, StepSucceeded, output=output)
         finally:
+            elapsed = time.monotonic() - started
+            STEP_DURATION.labels(self.executor, cmd.action, outcome).observe(elapsed)
+            log.info("step %s attempt %d %s in %.3fs", cmd.step, cmd.attempt, outcome, elapsed)
             running = self._running.get(cmd.run_id)
             if running is not None:
                 running.discard(ctx)
@@ -249,7 +287,7 @@ class StepWorker:
             raise StepError(
                 f"{self.executor} agent has no action {cmd.action!r}", code="UNKNOWN_ACTION"
             )
-        interval = cmd.heartbeat_interval_s or self.default_heartbeat_s
+        interval = min(cmd.heartbeat_interval_s or self.default_heartbeat_s, self._keepalive_s)
         task: asyncio.Task[dict[str, Any]] = asyncio.create_task(action(ctx))
         cancel_wait = asyncio.create_task(ctx.cancelled.wait())
         try:
@@ -275,15 +313,27 @@ class StepWorker:
             if not task.done():
                 task.cancel()
 
-    async def _cancel_requested(self, cmd: ExecuteStep) -> bool:
-        if cmd.phase == "compensation":
-            return False  # compensation is how a cancel finishes; it always runs
-        last = await get_last(
-            self.js,
-            streams.EVENTS,
-            subjects.event(cmd.resource_type, cmd.resource_id, cmd.run_id, "run_cancel_requested"),
+    async def _still_wanted(self, cmd: ExecuteStep) -> str:
+        """Whether to run a delivered command: ``run``, ``cancelled`` (the run was asked to stop
+        before a forward step began) or ``stale`` (the run moved past this attempt: it was
+        resolved, or a newer attempt was scheduled, or the run ended — a redelivery after a crash
+        must not repeat its effect). One batched read of the run's last events decides."""
+
+        def subject(name: str) -> str:
+            return subjects.event(cmd.resource_type, cmd.resource_id, cmd.run_id, name)
+
+        names = (
+            "step_scheduled",
+            "step_succeeded",
+            "step_failed",
+            "step_timed_out",
+            "run_cancel_requested",
+            "run_completed",
+            "run_failed",
+            "run_cancelled",
         )
-        return last is not None
+        last = await self._reader.last_of(streams.EVENTS, [subject(n) for n in names])
+        return attempt_verdict(cmd, {n: last.get(subject(n)) for n in names})
 
     async def _fact(
         self,
@@ -311,7 +361,34 @@ class StepWorker:
             subjects.event(cmd.resource_type, cmd.resource_id, cmd.run_id, name),
             encode(event),
             msg_id=f"{cmd.attempt_id}:{'started' if name == 'step_started' else 'result'}",
+            extra_headers=trace_headers(),
         )
+
+
+def attempt_verdict(cmd: ExecuteStep, last: Mapping[str, StoredMsg | None]) -> str:
+    """Pure decision for ``_still_wanted`` from the run's last event of each kind."""
+    ours = (cmd.phase, cmd.index, cmd.attempt)
+    scheduled = last.get("step_scheduled")
+    if scheduled is not None:
+        try:
+            ev = _scheduled_decoder.decode(scheduled.data)
+            if (ev.phase, ev.index, ev.attempt) != ours:
+                return "stale"  # the orchestrator scheduled a newer attempt: ours was resolved
+        except msgspec.ValidationError:
+            pass
+    result_id = f"{cmd.attempt_id}:result"
+    for name in ("step_succeeded", "step_failed"):
+        m = last.get(name)
+        if m is not None and m.headers.get("Nats-Msg-Id") == result_id:
+            return "stale"  # already reported (the ack was lost)
+    timed_out = last.get("step_timed_out")
+    if timed_out is not None and scheduled is not None and timed_out.seq > scheduled.seq:
+        return "stale"  # the orchestrator gave up on this attempt
+    if any(last.get(n) is not None for n in ("run_completed", "run_failed", "run_cancelled")):
+        return "stale"
+    if last.get("run_cancel_requested") is not None and cmd.phase == "forward":
+        return "cancelled"
+    return "run"
 
 
 def _cancelled_error(cmd: ExecuteStep) -> ErrorInfo:

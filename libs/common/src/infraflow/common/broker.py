@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -14,6 +16,8 @@ from infraflow.common.settings import NatsSettings
 from infraflow.common.streams import ConsumerSpec, ensure_topology
 
 log = logging.getLogger(__name__)
+
+_PATIENCE_S = 5.0
 
 
 async def connect(
@@ -26,8 +30,10 @@ async def connect(
     """
     delay = 0.2
     while True:
-        try:
-            return await nats.connect(
+        # nats.connect with unlimited reconnects can retry the first connection forever, so it
+        # is raced against ``stop``: SIGTERM must end a service still waiting for the broker.
+        attempt = asyncio.ensure_future(
+            nats.connect(
                 servers=settings.servers,
                 name=settings.name or name,
                 user=settings.user,
@@ -43,21 +49,45 @@ async def connect(
                 disconnected_cb=_on_disconnected,
                 reconnected_cb=_on_reconnected,
             )
-        except Exception as exc:
-            if stop is not None and stop.is_set():
-                raise
-            log.warning(
-                "broker not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay
+        )
+        waiters: set[asyncio.Future[Any]] = {attempt}
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        if stopper is not None:
+            waiters.add(stopper)
+        waited = 0.0
+        while True:
+            done, _ = await asyncio.wait(
+                waiters, timeout=_PATIENCE_S, return_when=asyncio.FIRST_COMPLETED
             )
-            if stop is not None:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                    raise ConnectionAbortedError("stopped while waiting for the broker") from exc
-                except TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0) * (0.8 + 0.4 * random.random())
+            if done:
+                break
+            waited += _PATIENCE_S
+            log.warning(
+                "still waiting for the broker at %s (%.0fs)", ",".join(settings.servers), waited
+            )
+        if stopper is not None:
+            stopper.cancel()
+        if attempt in done:
+            try:
+                return attempt.result()
+            except Exception as exc:
+                log.warning(
+                    "broker not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay
+                )
+        else:
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
+            raise ConnectionAbortedError("stopped while waiting for the broker")
+        if stop is not None:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+                raise ConnectionAbortedError("stopped while waiting for the broker")
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0) * (0.8 + 0.4 * random.random())
 
 
 async def prepare(

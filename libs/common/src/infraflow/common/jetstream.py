@@ -25,6 +25,7 @@ from nats.js.errors import APIError
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from infraflow.common.errors import AppendConflictError
+from infraflow.common.metrics import QUEUE_LAG
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +135,20 @@ class PullConsumer:
             self._wake.set()
 
     async def _handle(self, msg: Msg) -> None:
+        _observe_lag(self._durable, msg)
         try:
             await self._handler(msg)
         except Exception:
             log.exception("handler failed on %s; will be redelivered", msg.subject)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self._error_delay_s)
+
+
+def _observe_lag(durable: str, msg: Msg) -> None:
+    """Queue lag: from the message's arrival in its stream until a handler takes it."""
+    with contextlib.suppress(Exception):  # no metadata (not a JetStream message): no sample
+        stored = msg.metadata.timestamp.timestamp()
+        QUEUE_LAG.labels(durable).observe(max(0.0, time.time() - stored))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,15 +170,17 @@ async def append(
     scope: str | None = None,
     msg_id: str | None = None,
     timeout: float | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> int:
     """Append one message; with ``expected_last_seq`` the append succeeds only if the last
     message on ``scope`` (a subject filter, default ``subject``) has that sequence (0: none).
+    ``extra_headers`` (e.g. the trace context) ride along.
 
     Raises ``AppendConflictError`` on a conflict. A retried append whose ``Nats-Msg-Id`` already
     landed is reported as success: on R1 streams the server checks the sequence before the
     duplicate window, so the last message on the scope is compared by id.
     """
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(extra_headers or {})
     if msg_id:
         headers[Header.MSG_ID] = msg_id
     if expected_last_seq is not None:
@@ -297,6 +308,36 @@ class StreamReader:
                 self._queues.pop(token, None)
             if got < batch or pending == 0:
                 return out
+
+    async def last_of(
+        self, stream: str, subjects_: list[str], *, timeout: float = 5.0
+    ) -> dict[str, StoredMsg]:
+        """The last message on each of ``subjects_`` (those that have one), in one request."""
+        await self._ensure()
+        self._counter += 1
+        token = str(self._counter)
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._queues[token] = queue
+        out: dict[str, StoredMsg] = {}
+        try:
+            req = {"multi_last": subjects_, "batch": len(subjects_)}
+            await self._nc.publish(
+                f"$JS.API.DIRECT.GET.{stream}",
+                json.dumps(req).encode(),
+                reply=f"{self._prefix}.{token}",
+            )
+            while True:
+                m = await asyncio.wait_for(queue.get(), timeout)
+                hdrs: dict[str, Any] = dict(m.headers or {})
+                status = hdrs.get("Status")
+                if status in ("204", "404"):
+                    return out
+                if status:
+                    raise RuntimeError(f"direct get failed: {status} {hdrs.get('Description')}")
+                subject = hdrs.get("Nats-Subject", "")
+                out[subject] = StoredMsg(subject, int(hdrs["Nats-Sequence"]), m.data, hdrs)
+        finally:
+            self._queues.pop(token, None)
 
 
 async def read_subject(
