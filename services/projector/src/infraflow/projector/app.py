@@ -19,11 +19,13 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from infraflow.common import streams
+from infraflow.common import streams, subjects
 from infraflow.common.catalog import Catalog, load_catalog
+from infraflow.common.metrics import track_stream_lag
 from infraflow.common.runtime import ServiceRuntime, run_service
 from infraflow.projector.adapters import store as store_module
-from infraflow.projector.adapters.follower import AppliedPosition, EventFollower
+from infraflow.projector.adapters.follower import AppliedPosition, EventFollower, RunWatchers
+from infraflow.projector.adapters.observations import DriftMonitor
 from infraflow.projector.adapters.store import ProjectionStore
 from infraflow.projector.core.batch import StreamMessage
 from infraflow.projector.handlers import QueryHandlers
@@ -58,13 +60,19 @@ class Projector:
             max_buffered=settings.max_buffered,
             heartbeat_s=settings.heartbeat_s,
         )
+        self.watchers = RunWatchers()
         self.handlers = QueryHandlers(
             self.store,
+            nc,
             js,
             self.position,
             catalog,
+            watchers=self.watchers,
             threads=settings.query_threads,
             read_your_writes_timeout_s=settings.read_your_writes_timeout_s,
+        )
+        self.drift = DriftMonitor(
+            nc, js, self.store, catalog, settings.drift, caught_up=self._ready
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,11 +85,15 @@ class Projector:
         self._was_caught_up = self._was_caught_up or self.follower.caught_up
         return self._was_caught_up
 
+    def _ready(self) -> bool:
+        return self.ready
+
     async def start(self) -> None:
         """Check the read model belongs to this log, then follow it and answer queries."""
         await self._check_log_identity()
         self._subs = await self.handlers.subscribe(self._nc)
         self._task = asyncio.create_task(self.follower.run(self._stop), name="projector-follower")
+        await self.drift.start()
         log.info(
             "projector %s serving from %s at sequence %d",
             self.settings.replica_name,
@@ -91,6 +103,7 @@ class Projector:
 
     async def stop(self) -> None:
         """Finish the batch being applied, stop answering, close the file."""
+        await self.drift.stop()
         self._stop.set()
         if self._task is not None:
             # normally quick (the current batch commits); bounded if the broker hangs a request
@@ -111,6 +124,9 @@ class Projector:
         result = await loop.run_in_executor(self._writer, self.store.apply, batch)
         for bad in result.skipped:
             log.warning("skipped undecodable event %d on %s: %s", bad.seq, bad.subject, bad.reason)
+        self.watchers.notify(result.run_ids)
+        if self.ready:  # live runs only: a replay of the log would print millions of lines
+            _log_lifecycle(batch)
         return result.applied_seq
 
     async def _check_log_identity(self) -> None:
@@ -159,10 +175,13 @@ async def serve(rt: ServiceRuntime, settings: ProjectorSettings) -> None:
     projector = create_projector(settings, nc, js)
     rt.ready_checks.append(lambda: projector.ready)
     rt.metrics.append(projector.prometheus)
+    rt.metrics.append(projector.drift.prometheus)
+    lag = track_stream_lag(js, streams.EVENTS, lambda: projector.position.seq, rt.stop)
     await projector.start()
     try:
         await rt.stop.wait()
     finally:
+        lag.cancel()
         await projector.stop()
 
 
@@ -189,6 +208,22 @@ def main(argv: list[str] | None = None) -> None:
         await serve(rt, settings)
 
     run_service(SERVICE_NAME, settings, _main)
+
+
+_LIFECYCLE = frozenset({"run_created", "run_completed", "run_failed", "run_cancelled"})
+
+
+def _log_lifecycle(batch: list[StreamMessage]) -> None:
+    """One line per run created or ended in the batch, carrying its ``runId``."""
+    for m in batch:
+        try:
+            resource_type, resource_id, run_id, event = subjects.parse_event(m.subject)
+        except ValueError:
+            continue
+        if event in _LIFECYCLE:
+            log.info(
+                "projected %s (%s %s)", event, resource_type, resource_id, extra={"runId": run_id}
+            )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ indistinguishable), ``VALIDATION_ERROR`` (malformed query), ``INTERNAL_ERROR`` (
 Read-your-writes: an unknown run may have been accepted a moment ago. ``GetRun`` and
 ``GetRunEvents`` then look for its ``StartRun`` still waiting in ``WF_COMMANDS`` (a pending
 view), and otherwise wait (bounded) until the follower has applied the stream's last sequence
-as of the query before answering ``NOT_FOUND``.
+as of the query before answering ``NOT_FOUND``. A list cursor carries the position its page was
+read at, and a replica behind it catches up (bounded) before reading the next page.
+
+``GetRunEvents`` reads the run's history from ``WF_EVENTS`` itself (``adapters.history``); with
+``wait_ms`` it is a long poll: when nothing follows ``after_seq`` yet and the run has not ended,
+it waits until the follower applies an event of that run (``RunWatchers``) or the time is up.
 """
 
 from __future__ import annotations
@@ -48,11 +53,27 @@ from infraflow.common.contracts import (
 )
 from infraflow.common.errors import InfraflowError, NotFoundError, ValidationError
 from infraflow.common.jetstream import get_last
-from infraflow.projector.adapters.follower import AppliedPosition
+from infraflow.projector.adapters.follower import AppliedPosition, RunWatchers
+from infraflow.projector.adapters.history import (
+    HistoryReadError,
+    read_by_seqs,
+    read_tail,
+    run_filter,
+)
 from infraflow.projector.adapters.store import ProjectionStore, RunFilter
 from infraflow.projector.core import metrics
-from infraflow.projector.core.cursors import CursorError, decode_cursor, encode_cursor
-from infraflow.projector.core.state import IN_FLIGHT_STATUSES, RUN_STATUSES, RunState, to_micros
+from infraflow.projector.core.cursors import (
+    CursorError,
+    decode_cursor,
+    decode_cursor_at,
+    encode_cursor,
+)
+from infraflow.projector.core.state import (
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+    RunState,
+    to_micros,
+)
 from infraflow.projector.core.tenancy import narrow, visible
 from infraflow.projector.core.views import (
     pending_run_detail,
@@ -60,17 +81,21 @@ from infraflow.projector.core.views import (
     run_detail,
     run_summary,
 )
+from infraflow.projector.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 QUEUE_GROUP: Final = "projector"
 MAX_PAGE_SIZE: Final = 500
 MAX_EVENTS_LIMIT: Final = 10_000
+MAX_WAIT_MS: Final = 60_000
 BUCKETS_US: Final[dict[str, int]] = {
     "minute": 60_000_000,
     "hour": 3_600_000_000,
     "day": 86_400_000_000,
 }
+MAX_MINUTE_WINDOW_US: Final = 86_400_000_000
+"""Minute buckets are counted from the runs themselves: at most one day of them."""
 TOP_ERROR_CODES: Final = 10
 
 T = TypeVar("T")
@@ -92,17 +117,21 @@ class QueryHandlers:
     def __init__(
         self,
         store: ProjectionStore,
+        nc: Client,
         js: JetStreamContext,
         position: AppliedPosition,
         catalog: Catalog,
         *,
+        watchers: RunWatchers | None = None,
         threads: int = 4,
         read_your_writes_timeout_s: float = 2.0,
         max_inflight: int = 256,
     ) -> None:
         self._store = store
+        self._nc = nc
         self._js = js
         self._position = position
+        self.watchers = watchers or RunWatchers()
         self._catalog = catalog
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="projector-query")
         self._ryw_timeout_s = read_your_writes_timeout_s
@@ -202,20 +231,54 @@ class QueryHandlers:
     async def handle_get_run_events(self, q: GetRunEvents) -> Answer:
         if not 1 <= q.limit <= MAX_EVENTS_LIMIT or q.after_seq < 0:
             raise ValidationError(f"limit must be 1-{MAX_EVENTS_LIMIT}, afterSeq at least 0")
-        state, applied = await self._find_run(q.run_id, q.scope_projects)
-        if isinstance(state, RunDetail):
-            return Answer(data=[], applied_seq=applied)  # accepted, not started: no events yet
-        rows = await self._read(self._store.run_events, q.run_id, q.after_seq, q.limit + 1)
-        page = rows[: q.limit]
+        if not 0 <= q.wait_ms <= MAX_WAIT_MS:
+            raise ValidationError(f"waitMs must be 0-{MAX_WAIT_MS}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + q.wait_ms / 1000
+        while True:
+            known = self._position.seq  # every event up to here is recorded in the run's state
+            state, applied = await self._find_run(q.run_id, q.scope_projects)
+            if isinstance(state, RunDetail):  # accepted, not started: no events yet
+                page: list[tuple[int, bytes]] = []
+                more = False
+                done = False
+            else:
+                page, more = await self._history(state, q.after_seq, q.limit, known)
+                done = state.status in TERMINAL_STATUSES
+            remaining = deadline - loop.time()
+            if page or done or remaining <= 0:
+                break
+            # long poll: wake when the follower applies an event of this run
+            await self.watchers.wait(q.run_id, remaining)
         # the original JSON goes out verbatim, without a decode/encode round trip
         data = [{"seq": seq, "event": msgspec.Raw(raw)} for seq, raw in page]
-        more = len(rows) > q.limit
         return Answer(
             data=data,
             has_more=more,
-            next_cursor=str(page[-1][0]) if more else None,
+            next_cursor=str(page[-1][0]) if page else None,
             applied_seq=applied,
         )
+
+    async def _history(
+        self, state: RunState, after_seq: int, limit: int, known: int
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        """The run's events after ``after_seq`` from the stream: the ones the read model
+        recorded by sequence, then (for a run still going) any the follower has not applied
+        yet, i.e. after position ``known`` (see ``adapters.history``)."""
+        seqs = [s for s in state.seqs if s > after_seq]
+        try:
+            page = await read_by_seqs(self._nc, seqs[:limit])
+            more = len(seqs) > limit
+            if not more and state.status not in TERMINAL_STATUSES:
+                subject_filter = run_filter(state.resource_type, state.resource_id, state.id)
+                start = max([after_seq, known, *state.seqs[-1:]])
+                page += await read_tail(
+                    self._nc, subject_filter, after_seq=start, limit=limit - len(page) + 1
+                )
+                more = len(page) > limit
+        except HistoryReadError as exc:
+            raise StoreError(f"could not read the history of {state.id}: {exc}") from exc
+        return page[:limit], more
 
     async def _find_run(
         self, run_id: str, scope: list[str] | None
@@ -228,7 +291,10 @@ class QueryHandlers:
             pending = await self._pending_run(run_id, scope)
             if pending is not None:
                 return pending, None
-            if await self._catch_up():
+            # the orchestrator may have taken the command and the follower applied its events
+            # between the first read and the command lookup: look again before waiting
+            state = await self._read(self._store.get_run, run_id)
+            if state is None and await self._catch_up():
                 applied = self._position.seq  # taken before the read: a safe lower bound
                 state = await self._read(self._store.get_run, run_id)
         if state is None or not visible(state.project_id, scope):
@@ -270,7 +336,11 @@ class QueryHandlers:
         unknown = set(q.statuses or ()) - RUN_STATUSES
         if unknown:
             raise ValidationError(f"unknown status(es): {', '.join(sorted(unknown))}")
-        after = _cursor("runs", q.cursor)
+        after, seen_seq = _cursor_at("runs", q.cursor)
+        if seen_seq > self._position.seq:
+            # another replica served the previous page: see at least what it saw (no skips)
+            await self._position.wait_for(seen_seq, self._ryw_timeout_s)
+        applied = self._position.seq
         f = RunFilter(
             type=q.types,
             status=q.statuses,
@@ -287,7 +357,10 @@ class QueryHandlers:
         return Answer(
             data=msgspec.to_builtins([run_summary(r) for r in page]),
             has_more=more,
-            next_cursor=encode_cursor("runs", page[-1].id) if more else None,
+            next_cursor=encode_cursor("runs", page[-1].id, max(applied, seen_seq))
+            if more
+            else None,
+            applied_seq=applied,
         )
 
     # ---- resources ----------------------------------------------------------------------
@@ -335,40 +408,44 @@ class QueryHandlers:
         return Answer(data=metrics.estimate_ms(durations, fallback))
 
     async def handle_get_metrics(self, q: GetMetrics) -> Answer:
-        if q.bucket is not None and q.bucket not in BUCKETS_US:
-            raise ValidationError(f"bucket must be one of {', '.join(BUCKETS_US)}")
-        window = RunFilter(
-            type=q.types,
-            resource_type=q.resource_types,
-            project_id=narrow(None, q.scope_projects),
-            since=to_micros(q.since) if q.since else None,
-            until=to_micros(q.until) if q.until else None,
+        bucket_us = _bucket_us(q)
+        data = await self._read(
+            partial(
+                self._store.metrics,
+                types=q.types,
+                resource_types=q.resource_types,
+                projects=q.scope_projects,
+                since=to_micros(q.since) if q.since else None,
+                until=to_micros(q.until) if q.until else None,
+                bucket_us=bucket_us,
+                top_errors=TOP_ERROR_CODES,
+            )
         )
-        now = RunFilter(  # in flight right now, whenever created: a status-index range
-            type=window.type,
-            resource_type=window.resource_type,
-            project_id=window.project_id,
-            status=sorted(IN_FLIGHT_STATUSES),
+        view = metrics.metrics_view(
+            data.totals,
+            in_flight=data.in_flight,
+            error_codes=data.error_codes,
+            buckets=data.series,
         )
-        aggregates = await self._read(self._store.run_aggregates, window)
-        current = await self._read(self._store.run_aggregates, now)
-        durations = await self._read(self._store.completed_durations, window)
-        codes = await self._read(self._store.error_codes, window, TOP_ERROR_CODES)
-        buckets = (
-            await self._read(self._store.buckets, window, BUCKETS_US[q.bucket])
-            if q.bucket is not None
-            else None
-        )
-        data = metrics.metrics_view(
-            [(a.type, a.status, a.count, a.retries) for a in aggregates],
-            durations,
-            in_flight=metrics.in_flight([(a.status, a.count) for a in current]),
-            error_codes=codes,
-            buckets=buckets,
-        )
-        data["since"] = q.since
-        data["until"] = q.until
-        return Answer(data=msgspec.to_builtins(data))
+        view["since"] = q.since
+        view["until"] = q.until
+        view["bucket"] = q.bucket
+        return Answer(data=msgspec.to_builtins(view))
+
+
+def _bucket_us(q: GetMetrics) -> int | None:
+    if q.bucket is None:
+        return None
+    if q.bucket not in BUCKETS_US:
+        raise ValidationError(f"bucket must be one of {', '.join(BUCKETS_US)}")
+    if q.since is not None and q.until is not None and q.until < q.since:
+        raise ValidationError("until must not be before since")
+    width = BUCKETS_US[q.bucket]
+    if width < BUCKETS_US["hour"]:
+        until = to_micros(q.until) if q.until else to_micros(datetime.now(UTC))
+        if q.since is None or until - to_micros(q.since) > MAX_MINUTE_WINDOW_US:
+            raise ValidationError("bucket=minute needs since and a window of at most one day")
+    return width
 
 
 def _check_page_size(page_size: int) -> None:
@@ -381,6 +458,15 @@ def _cursor(kind: str, cursor: str | None) -> str | None:
         return None
     try:
         return decode_cursor(kind, cursor)
+    except CursorError as exc:
+        raise ValidationError(f"invalid cursor: {exc}") from exc
+
+
+def _cursor_at(kind: str, cursor: str | None) -> tuple[str | None, int]:
+    if cursor is None:
+        return None, 0
+    try:
+        return decode_cursor_at(kind, cursor)
     except CursorError as exc:
         raise ValidationError(f"invalid cursor: {exc}") from exc
 

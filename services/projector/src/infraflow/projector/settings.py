@@ -5,13 +5,35 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from infraflow.common.settings import ServiceSettings
 
 
 def _default_replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class DriftSettings(BaseModel):
+    """When the projector compares observations with its cache and starts ``sync.*`` runs
+    (``INFRAFLOW_DRIFT__...``; see ``adapters/observations.py``)."""
+
+    enabled: bool = True
+    settle_s: float = Field(default=1.0, ge=0)
+    """Wait after an observation before comparing (coalesces bursts, lets runs land)."""
+    min_interval_s: float = Field(default=30.0, ge=0)
+    """At most one sync run per resource in this interval."""
+    resync_interval_s: float = Field(default=300.0, gt=0)
+    """Every this often, every cached resource with a drift rule is assessed again."""
+    max_observation_age_s: float = Field(default=3600.0, gt=0)
+    """At a resync, a resource whose cache was not refreshed for this long gets a sync run."""
+    breaker_failure_ratio: float = Field(default=0.5, ge=0, le=1)
+    """A site's automatic syncs pause while more than this share of its resources (observed
+    within ``breaker_window_s``) could not be observed (e.g. their BMCs do not answer)."""
+    breaker_min_resources: int = Field(default=2, ge=1)
+    """The breaker needs at least this many recently observed resources at the site."""
+    breaker_window_s: float = Field(default=300.0, gt=0)
+    """Observations older than this do not count towards the breaker."""
 
 
 class ProjectorSettings(ServiceSettings):
@@ -31,3 +53,5 @@ class ProjectorSettings(ServiceSettings):
     """How long a lookup of an unknown run waits for the follower to reach the stream's end."""
     query_threads: int = Field(default=4, ge=1)
     """Threads answering queries from SQLite (each with its own connection)."""
+    drift: DriftSettings = DriftSettings()
+    """Drift detection and periodic resync (``sync.*`` runs)."""

@@ -43,6 +43,8 @@ class GetRunEvents(Query, frozen=True, kw_only=True, tag="get_run_events"):
     run_id: str
     after_seq: int = 0
     limit: int = 1000
+    wait_ms: int = 0
+    """Long poll: with no event after ``after_seq`` yet, wait up to this long for one."""
 
 
 class GetMetrics(Query, frozen=True, kw_only=True, tag="get_metrics"):

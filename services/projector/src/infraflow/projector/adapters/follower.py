@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -65,6 +65,41 @@ class AppliedPosition:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
         return True
+
+
+class RunWatchers:
+    """Wakes the long polls waiting for new events of particular runs."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    def notify(self, run_ids: Iterable[str]) -> None:
+        """The follower applied events of these runs."""
+        if not self._waiting:
+            return
+        for run_id in run_ids:
+            for event in self._waiting.get(run_id, ()):
+                event.set()
+
+    async def wait(self, run_id: str, timeout: float) -> bool:
+        """Wait until events of ``run_id`` are applied (True) or ``timeout`` passed (False)."""
+        event = asyncio.Event()
+        self._waiting.setdefault(run_id, set()).add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+            return event.is_set()
+        finally:
+            waiting = self._waiting.get(run_id)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self._waiting[run_id]
+
+    @property
+    def waiting(self) -> int:
+        """How many long polls are waiting right now."""
+        return sum(len(w) for w in self._waiting.values())
 
 
 @dataclass(slots=True)

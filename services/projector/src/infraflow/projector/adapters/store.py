@@ -1,45 +1,69 @@
-"""The read model in SQLite: one file per projector replica.
+"""The SQLite read model: one file per projector replica.
 
 Write side (one thread): ``apply`` folds a batch of stream messages and commits the changed
-rows together with the new ``last_applied_seq`` in ONE transaction, so a crash at any point
-leaves the file at a batch boundary and a replayed message is skipped by its sequence.
-Read side (any thread, one connection each): WAL lets queries run while a batch commits.
+rows, the metrics aggregates they move and the new ``last_applied_seq`` in ONE transaction, so a
+crash at any point leaves the file at a batch boundary and a replayed message is skipped by its
+sequence. Read side (any thread, one connection each): WAL lets queries run while a batch
+commits.
 
-Schema (times are integer microseconds since the epoch, UTC):
+Schema (``store_sql``; times are integer microseconds since the epoch, UTC):
 
     projector_meta      key -> value (schema_version)
     projector_position  the single row: last_applied_seq, skipped_events, orphan_events
-    runs                id PK (WITHOUT ROWID) + the filter columns; one (column, id) index per
-                        filter so every list page is a keyset range scan
-    run_docs            id -> msgpack RunState (steps, attempts, input, output)
-    run_events          seq PK, run_id, name, data (the event's original JSON); (run_id, seq)
+    codes               (kind, value) -> small integer code of types, projects, users
+    runs                id PK (WITHOUT ROWID) + coded filter columns; covering keyset indexes
+    run_docs            id -> msgpack RunState (steps, attempts, input, output, event seqs)
     resources           (type, id) PK (WITHOUT ROWID), project_id, state, site, msgpack doc
+    agg_counts, agg_durations, agg_errors
+                        metrics aggregates per (grain, project, bucket start, type, rtype)
+
+Raw events are not copied: ``WF_EVENTS`` is the history (see ``adapters.history``). That keeps
+the file at roughly a quarter of the size it had with a copy of every event, and a rebuild
+replays the same log the events query reads.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
 from infraflow.common.catalog import Catalog
+from infraflow.projector.adapters.codes import Codes
+from infraflow.projector.adapters.metrics_store import (
+    MetricsData,
+    MetricsFilter,
+    read_metrics,
+    write_deltas,
+)
+from infraflow.projector.adapters.run_lists import RunFilter, list_run_ids
 from infraflow.projector.adapters.store_sql import (
-    INSERT_EVENT,
-    RUN_DRIVERS,
+    KIND_PROJECT,
+    KIND_RESOURCE_TYPE,
+    KIND_TYPE,
+    KIND_USER,
     SCHEMA,
     SCHEMA_VERSION,
+    STATUS_CODES,
     TABLES,
     UPSERT_DOC,
     UPSERT_RESOURCE,
     UPSERT_RUN,
+)
+from infraflow.projector.core.aggregates import (
+    NO_PROJECT,
+    batch_deltas,
+    contribution,
+    duration_bin,
+    step_retries,
 )
 from infraflow.projector.core.batch import (
     BatchChanges,
@@ -55,25 +79,16 @@ from infraflow.projector.errors import StoreError
 log = logging.getLogger(__name__)
 
 _CHUNK: Final = 500  # ids per IN (...) list
-_PROBE_CAP: Final = 5000  # index entries counted when choosing the driving filter
+RUN_CACHE: Final = 4096
+"""Folded runs the writer keeps between batches (a run's events usually span a few batches)."""
+WRITER_CACHE_KIB: Final = 65_536
+READER_CACHE_KIB: Final = 8_192
 
 _encoder = msgspec.msgpack.Encoder()
 _run_decoder = msgspec.msgpack.Decoder(RunState)
 _resource_decoder = msgspec.msgpack.Decoder(ResourceState)
 
-
-@dataclass(frozen=True, slots=True)
-class RunFilter:
-    """``ListRuns`` filters by column: OR within a list, AND across lists; None = no filter."""
-
-    type: Sequence[str] | None = None
-    status: Sequence[str] | None = None
-    resource_type: Sequence[str] | None = None
-    resource_id: Sequence[str] | None = None
-    triggered_by: Sequence[str] | None = None
-    project_id: Sequence[str] | None = None
-    since: int | None = None
-    until: int | None = None
+__all__ = ["ApplyResult", "ProjectionStore", "RunFilter", "rebuild"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +99,8 @@ class ApplyResult:
     events: int
     skipped: list[SkippedMessage]
     orphans: int
-
-
-@dataclass(frozen=True, slots=True)
-class RunAggregate:
-    """Runs of one type in one status within a metrics window."""
-
-    type: str
-    status: str
-    count: int
-    retries: int
+    run_ids: set[str] = field(default_factory=set)
+    """The runs the batch changed (waiters on their histories are woken)."""
 
 
 class ProjectionStore:
@@ -107,33 +114,38 @@ class ProjectionStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writer = self._connect()
+        self.codes = Codes()
+        self._cache: OrderedDict[str, RunState] = OrderedDict()
+        self._writer = self._connect(WRITER_CACHE_KIB)
         self._migrate()
+        self.codes.load(self._writer)
         self._applied_seq, self.skipped_events, self.orphan_events = self._load_position()
 
     # ---- connections ------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA cache_size = -65536")
-            conn.execute("PRAGMA mmap_size = 268435456")
+            conn.execute(f"PRAGMA cache_size = -{cache_kib}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the read model at {self.path}: {exc}") from exc
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._connect(READER_CACHE_KIB)
             self._local.conn = conn
             with self._lock:
                 self._readers.append(conn)
         return conn
+
+    _reader = reader
 
     def close(self) -> None:
         """Close every connection (call once no thread uses the store any more)."""
@@ -151,6 +163,8 @@ class ProjectionStore:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
+            self.codes.load(conn)  # forget codes assigned in the rolled-back batch
+            self._cache.clear()  # and states folded by it
             raise
         conn.execute("COMMIT")
 
@@ -172,9 +186,15 @@ class ProjectionStore:
         )
 
     def _drop(self) -> None:
-        with self._transaction() as tx:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             for table in TABLES:
-                tx.execute(f"DROP TABLE IF EXISTS {table}")
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _load_position(self) -> tuple[int, int, int]:
         row = self._writer.execute(
@@ -196,21 +216,28 @@ class ProjectionStore:
         if vacuum:
             self._writer.execute("VACUUM")
         self._migrate()
+        self.codes.load(self._writer)
+        self._cache.clear()
         self._applied_seq, self.skipped_events, self.orphan_events = 0, 0, 0
 
     def apply(self, messages: list[StreamMessage]) -> ApplyResult:
-        """Fold ``messages`` and commit the changes with the new position in one transaction."""
+        """Fold ``messages`` and commit the changes, the aggregates they move and the new
+        position in one transaction."""
         batch = decode_batch(messages, self._applied_seq)
         if batch.last_seq == self._applied_seq:
             return ApplyResult(self._applied_seq, 0, [], 0)
         runs = self._load_runs(batch.run_ids)
+        before = {run_id: contribution(state) for run_id, state in runs.items()}
         resources = self._load_resources(batch.resource_keys)
         changes = fold_batch(batch, runs, resources, self.catalog)
+        deltas = batch_deltas(before, changes.runs.values())
         skipped = self.skipped_events + len(batch.skipped) + len(changes.failed)
         orphans = self.orphan_events + changes.orphans
         try:
             with self._transaction() as tx:
                 self._write(tx, changes)
+                write_deltas(tx, self.codes, deltas)
+                self.codes.flush(tx)
                 tx.execute(
                     "UPDATE projector_position SET last_applied_seq = ?, skipped_events = ?, "
                     "orphan_events = ? WHERE id = 1",
@@ -223,30 +250,36 @@ class ProjectionStore:
             skipped,
             orphans,
         )
+        self._remember(changes.runs.values())
         return ApplyResult(
-            batch.last_seq, len(batch.events), [*batch.skipped, *changes.failed], changes.orphans
+            batch.last_seq,
+            changes.events,
+            [*batch.skipped, *changes.failed],
+            changes.orphans,
+            set(changes.runs),
         )
 
-    @staticmethod
-    def _write(tx: sqlite3.Connection, changes: BatchChanges) -> None:
-        tx.executemany(INSERT_EVENT, [(e.seq, e.run_id, e.name, e.data) for e in changes.events])
+    def _write(self, tx: sqlite3.Connection, changes: BatchChanges) -> None:
+        codes = self.codes
         runs = changes.runs.values()
         tx.executemany(
             UPSERT_RUN,
             [
                 (
                     r.id,
-                    r.type,
-                    r.status,
-                    r.resource_type,
+                    codes.assign(KIND_TYPE, r.type),
+                    STATUS_CODES[r.status],
+                    codes.assign(KIND_RESOURCE_TYPE, r.resource_type),
                     r.resource_id,
-                    r.project_id,
-                    r.triggered_by,
+                    codes.assign(KIND_PROJECT, r.project_id or NO_PROJECT),
+                    codes.assign(KIND_USER, r.triggered_by),
                     r.created_at,
                     r.completed_at,
                     r.duration_ms,
+                    duration_bin(r.duration_ms) if r.duration_ms is not None else None,
                     r.retry_of,
                     r.error_code,
+                    step_retries(r),
                 )
                 for r in runs
             ],
@@ -260,9 +293,24 @@ class ProjectionStore:
             ],
         )
 
+    def _remember(self, runs: Iterable[RunState]) -> None:
+        cache = self._cache
+        for run in runs:
+            cache[run.id] = run
+            cache.move_to_end(run.id)
+        while len(cache) > RUN_CACHE:
+            cache.popitem(last=False)
+
     def _load_runs(self, ids: Iterable[str]) -> dict[str, RunState]:
         out: dict[str, RunState] = {}
-        for chunk in _chunks(list(ids)):
+        missing: list[str] = []
+        for run_id in ids:
+            cached = self._cache.pop(run_id, None)  # folded in place: taken out until committed
+            if cached is None:
+                missing.append(run_id)
+            else:
+                out[run_id] = cached
+        for chunk in _chunks(sorted(missing)):
             marks = ",".join("?" * len(chunk))
             for run_id, doc in self._writer.execute(
                 f"SELECT id, doc FROM run_docs WHERE id IN ({marks})", chunk
@@ -284,66 +332,21 @@ class ProjectionStore:
     # ---- read side --------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> RunState | None:
-        row = self._reader().execute("SELECT doc FROM run_docs WHERE id = ?", (run_id,)).fetchone()
+        row = self.reader().execute("SELECT doc FROM run_docs WHERE id = ?", (run_id,)).fetchone()
         return _run_decoder.decode(row[0]) if row else None
 
     def retries_of(self, run_id: str) -> list[str]:
         """Ids of the runs created as retries of ``run_id``, oldest first."""
-        rows = self._reader().execute(
+        rows = self.reader().execute(
             "SELECT id FROM runs WHERE retry_of = ? ORDER BY id", (run_id,)
         )
         return [r[0] for r in rows]
 
     def list_runs(self, f: RunFilter, after_id: str | None, limit: int) -> list[RunState]:
-        """Up to ``limit`` runs matching ``f`` with ids below ``after_id``, newest first.
-
-        One multi-value filter drives the scan: a backwards range scan of its (column, id)
-        index per value, merged by id, so a page costs O(page) index steps when the other
-        filters match often. With several filters the driver is the one matching the fewest
-        runs (probed with a capped count), so a rare value is never found by walking a common
-        one. The others are residual terms (``+col`` keeps the planner off their indexes).
-        """
-        filters: list[tuple[str, str, Sequence[str]]] = []
-        for column, index in RUN_DRIVERS:
-            values: Sequence[str] | None = getattr(f, column)
-            if values is not None:
-                if not values:
-                    return []
-                filters.append((column, index, list(dict.fromkeys(values))))
-        conn = self._reader()
-        driver: tuple[str, str, Sequence[str]] | None = None
-        if len(filters) == 1:
-            driver = filters[0]
-        elif filters:
-            driver = min(filters, key=lambda d: _probe(conn, *d))
-        conds: list[str] = []
-        params: list[Any] = []
-        for column, _, values in filters:
-            if driver is None or column != driver[0]:
-                conds.append(f"+{column} IN ({','.join('?' * len(values))})")
-                params.extend(values)
-        if f.since is not None:
-            conds.append("+created_at >= ?")
-            params.append(f.since)
-        if f.until is not None:
-            conds.append("+created_at < ?")
-            params.append(f.until)
-        if after_id is not None:
-            conds.append("id < ?")
-            params.append(after_id)
-        where = " AND ".join(conds) or "1"
-        if driver is None:
-            sql = f"SELECT id FROM runs WHERE {where} ORDER BY id DESC LIMIT ?"
-            ids = [r[0] for r in conn.execute(sql, [*params, limit])]
-        else:
-            column, index, values = driver
-            sql = (
-                f"SELECT id FROM runs INDEXED BY {index} WHERE {column} = ? AND {where} "
-                "ORDER BY id DESC LIMIT ?"
-            )
-            pages = [[r[0] for r in conn.execute(sql, [v, *params, limit])] for v in values]
-            ids = list(heapq.merge(*pages, reverse=True))[:limit]
-        return self._run_docs(conn, ids)
+        """Up to ``limit`` runs matching ``f`` with ids below ``after_id``, newest first (see
+        ``run_lists`` for how a page is found)."""
+        conn = self.reader()
+        return self._run_docs(conn, list_run_ids(conn, self.codes, f, after_id, limit))
 
     @staticmethod
     def _run_docs(conn: sqlite3.Connection, ids: list[str]) -> list[RunState]:
@@ -356,17 +359,9 @@ class ProjectionStore:
                 found[run_id] = _run_decoder.decode(doc)
         return [found[i] for i in ids if i in found]
 
-    def run_events(self, run_id: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """The run's raw events after ``after_seq``, in stream order."""
-        rows = self._reader().execute(
-            "SELECT seq, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after_seq, limit),
-        )
-        return [(int(seq), bytes(data)) for seq, data in rows]
-
     def get_resource(self, resource_type: str, resource_id: str) -> ResourceState | None:
         row = (
-            self._reader()
+            self.reader()
             .execute(
                 "SELECT doc FROM resources WHERE type = ? AND id = ?", (resource_type, resource_id)
             )
@@ -398,95 +393,55 @@ class ProjectionStore:
             conds.append("id < ?")
             params.append(after_id)
         sql = f"SELECT doc FROM resources WHERE {' AND '.join(conds)} ORDER BY id DESC LIMIT ?"
-        rows = self._reader().execute(sql, [*params, limit])
+        rows = self.reader().execute(sql, [*params, limit])
         return [_resource_decoder.decode(r[0]) for r in rows]
 
     def recent_durations(
         self, workflow_type: str, resource_type: str | None, limit: int
     ) -> list[int]:
         """Durations (ms) of the latest completed runs of a type, most recent first."""
+        conn = self.reader()
+        type_codes = self.codes.lookup(conn, KIND_TYPE, [workflow_type])
+        if not type_codes:
+            return []
         sql = (
             "SELECT duration_ms FROM runs INDEXED BY runs_by_completion "
-            "WHERE type = ? AND status = ? AND duration_ms IS NOT NULL"
+            f"WHERE type = ? AND status = {STATUS_CODES[COMPLETED]} AND duration_ms IS NOT NULL"
         )
-        params: list[Any] = [workflow_type, COMPLETED]
+        params: list[Any] = [type_codes[0]]
         if resource_type is not None:
-            sql += " AND resource_type = ?"
-            params.append(resource_type)
+            rtype_codes = self.codes.lookup(conn, KIND_RESOURCE_TYPE, [resource_type])
+            if not rtype_codes:
+                return []
+            sql += " AND +rtype = ?"
+            params.append(rtype_codes[0])
         sql += " ORDER BY completed_at DESC LIMIT ?"
-        return [int(r[0]) for r in self._reader().execute(sql, [*params, limit])]
+        return [int(r[0]) for r in conn.execute(sql, [*params, limit])]
 
-    def run_aggregates(self, f: RunFilter) -> list[RunAggregate]:
-        """Counts by (type, status) of the runs matching ``f``."""
-        where, params = _where(f)
-        rows = self._reader().execute(
-            "SELECT type, status, count(*), count(retry_of) FROM runs "
-            f"WHERE {where} GROUP BY type, status",
-            params,
+    def metrics(
+        self,
+        *,
+        types: Sequence[str] | None,
+        resource_types: Sequence[str] | None,
+        projects: Sequence[str] | None,
+        since: int | None,
+        until: int | None,
+        bucket_us: int | None,
+        top_errors: int,
+    ) -> MetricsData:
+        """The metrics aggregates of a window (see ``metrics_store.read_metrics``);
+        ``projects`` None covers every project."""
+        conn = self.reader()
+        f = MetricsFilter.of(conn, self.codes, types, resource_types, projects)
+        return read_metrics(
+            conn,
+            self.codes,
+            f,
+            since=since,
+            until=until,
+            bucket_us=bucket_us,
+            top_errors=top_errors,
         )
-        return [RunAggregate(t, s, int(c), int(r)) for t, s, c, r in rows]
-
-    def completed_durations(self, f: RunFilter) -> dict[str, list[int]]:
-        """Durations (ms, ascending) of the completed runs matching ``f``, by type."""
-        where, params = _where(f)
-        out: dict[str, list[int]] = {}
-        rows = self._reader().execute(
-            f"SELECT type, duration_ms FROM runs WHERE {where} AND status = ? "
-            "AND duration_ms IS NOT NULL ORDER BY type, duration_ms",
-            [*params, COMPLETED],
-        )
-        for rtype, duration in rows:
-            out.setdefault(rtype, []).append(int(duration))
-        return out
-
-    def error_codes(self, f: RunFilter, limit: int) -> list[tuple[str, int]]:
-        """The most frequent error codes of the failed runs matching ``f``."""
-        where, params = _where(f)
-        rows = self._reader().execute(
-            f"SELECT error_code, count(*) AS n FROM runs WHERE {where} AND error_code IS NOT NULL "
-            "GROUP BY error_code ORDER BY n DESC, error_code LIMIT ?",
-            [*params, limit],
-        )
-        return [(str(code), int(n)) for code, n in rows]
-
-    def buckets(self, f: RunFilter, width_us: int) -> list[tuple[int, str, int]]:
-        """(bucket start µs, status, count) of the runs matching ``f`` by creation time."""
-        where, params = _where(f)
-        rows = self._reader().execute(
-            f"SELECT (created_at / ?) * ? AS b, status, count(*) FROM runs WHERE {where} "
-            "GROUP BY b, status ORDER BY b",
-            [width_us, width_us, *params],
-        )
-        return [(int(b), str(s), int(c)) for b, s, c in rows]
-
-
-def _where(f: RunFilter) -> tuple[str, list[Any]]:
-    conds: list[str] = []
-    params: list[Any] = []
-    for column, _ in RUN_DRIVERS:
-        values: Sequence[str] | None = getattr(f, column)
-        if values is None:
-            continue
-        conds.append(f"{column} IN ({','.join('?' * len(values))})" if values else "0")
-        params.extend(values)
-    if f.since is not None:
-        conds.append("created_at >= ?")
-        params.append(f.since)
-    if f.until is not None:
-        conds.append("created_at < ?")
-        params.append(f.until)
-    return " AND ".join(conds) or "1", params
-
-
-def _probe(conn: sqlite3.Connection, column: str, index: str, values: Sequence[str]) -> int:
-    """How many runs match one filter, counted up to ``_PROBE_CAP`` index entries."""
-    marks = ",".join("?" * len(values))
-    row = conn.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM runs INDEXED BY {index} "
-        f"WHERE {column} IN ({marks}) LIMIT ?)",
-        [*values, _PROBE_CAP],
-    ).fetchone()
-    return int(row[0])
 
 
 def _chunks(items: list[Any]) -> Iterator[list[Any]]:

@@ -4,7 +4,8 @@ The store loads the current state of every run and resource a batch touches, han
 ``fold_batch`` and writes back what changed, together with the batch's last sequence, in one
 transaction. Messages at or below the last applied sequence are dropped here, so a replayed
 message is harmless; undecodable ones are reported (never raised) and still advance the
-position.
+position. Raw events are not copied into the read model: each run records the sequences of its
+events (``RunState.seqs``) and its history is read back from the stream by sequence.
 """
 
 from __future__ import annotations
@@ -42,16 +43,6 @@ class SkippedMessage:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """A run's raw event, kept verbatim for the events query."""
-
-    seq: int
-    run_id: str
-    name: str
-    data: bytes
-
-
 @dataclass(slots=True)
 class DecodedBatch:
     """The new messages of a batch, decoded, and the keys of the state they touch."""
@@ -71,13 +62,14 @@ class DecodedBatch:
 
 @dataclass(slots=True)
 class BatchChanges:
-    """What a batch changed: the rows to upsert and the raw events to insert."""
+    """What a batch changed: the rows to upsert."""
 
     runs: dict[str, RunState] = field(default_factory=dict)
     resources: dict[ResourceKey, ResourceState] = field(default_factory=dict)
-    events: list[EventRow] = field(default_factory=list)
+    events: int = 0
+    """Run events folded (or attempted) in this batch."""
     orphans: int = 0
-    """Events of runs whose ``run_created`` was never seen (kept raw, not folded)."""
+    """Events of runs whose ``run_created`` was never seen (left in the log, not folded)."""
     failed: list[SkippedMessage] = field(default_factory=list)
     """Events the fold could not apply (a bug): skipped, so one event never stalls the log."""
 
@@ -106,11 +98,15 @@ def fold_batch(
     states of everything the batch touches, as loaded by the store; updated in place)."""
     changes = BatchChanges()
     for message, event in batch.events:
-        changes.events.append(EventRow(message.seq, event.run_id, event.name, message.data))
+        changes.events += 1
         try:
             _fold_one(event, runs, resources, catalog, changes)
         except Exception as exc:  # a failure is data: report it, never stall the follower
             changes.failed.append(SkippedMessage(message.seq, message.subject, f"fold: {exc!r}"))
+        run = runs.get(event.run_id)
+        if run is not None and (not run.seqs or run.seqs[-1] < message.seq):
+            run.seqs.append(message.seq)  # the history keeps even an event the fold failed on
+            changes.runs[run.id] = run
     return changes
 
 

@@ -1,16 +1,18 @@
-"""Pure arithmetic behind the metrics and duration-estimate queries."""
+"""Pure arithmetic behind the metrics and duration-estimate queries: exact statistics over
+small samples (estimates) and the metrics view assembled from aggregate totals."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+from infraflow.projector.core.aggregates import duration_summary
 from infraflow.projector.core.state import (
     CANCELLED,
     COMPLETED,
     FAILED,
-    IN_FLIGHT_STATUSES,
     PENDING,
     RUNNING,
     from_micros,
@@ -69,9 +71,44 @@ def success_rate(completed: int, failed: int, cancelled: int) -> float | None:
     return round(completed / finished, 4) if finished else None
 
 
-def in_flight(status_counts: Sequence[tuple[str, int]]) -> int:
-    """Runs pending or running right now."""
-    return sum(n for status, n in status_counts if status in IN_FLIGHT_STATUSES)
+@dataclass(slots=True)
+class TypeTotals:
+    """The aggregate counters of one workflow type over a metrics window."""
+
+    type: str
+    by_status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUS_ORDER, 0))
+    retries: int = 0
+    step_retries: int = 0
+    dur_count: int = 0
+    dur_sum: int = 0
+    dur_min: int | None = None
+    dur_max: int | None = None
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_status.values())
+
+    def merge(self, other: TypeTotals) -> None:
+        """Add another part of the window (rows of another grain, or the raw edges)."""
+        for status, n in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + n
+        self.retries += other.retries
+        self.step_retries += other.step_retries
+        self.dur_count += other.dur_count
+        self.dur_sum += other.dur_sum
+        self.dur_min = _pick(min, self.dur_min, other.dur_min)
+        self.dur_max = _pick(max, self.dur_max, other.dur_max)
+        for b, n in other.histogram.items():
+            self.histogram[b] = self.histogram.get(b, 0) + n
+
+
+def _pick(fn: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return fn(a, b)
 
 
 def _by_status() -> dict[str, int]:
@@ -79,41 +116,53 @@ def _by_status() -> dict[str, int]:
 
 
 def metrics_view(
-    aggregates: Sequence[tuple[str, str, int, int]],
-    completed_durations: Mapping[str, Sequence[int]],
+    totals: Iterable[TypeTotals],
     *,
     in_flight: int,
     error_codes: Sequence[tuple[str, int]],
-    buckets: Sequence[tuple[int, str, int]] | None = None,
+    buckets: Sequence[tuple[int, dict[str, int]]] | None = None,
 ) -> dict[str, Any]:
-    """The metrics answer from (type, status, count, retries) aggregates, the ascending
-    durations of completed runs by type, the top error codes and optional time buckets."""
-    totals = _by_status()
+    """The metrics answer: totals by status, success rate, in-flight runs, per type counts,
+    duration percentiles and retries, the top error codes and, optionally, runs per bucket
+    (``(bucket start µs, counts by status)``, ascending)."""
+    overall = _by_status()
     by_type: dict[str, dict[str, Any]] = {}
-    for rtype, status, count, retries in aggregates:
-        totals[status] = totals.get(status, 0) + count
-        entry = by_type.setdefault(rtype, {"count": 0, "byStatus": _by_status(), "retries": 0})
-        entry["count"] += count
-        entry["byStatus"][status] = entry["byStatus"].get(status, 0) + count
-        entry["retries"] += retries
-    for rtype, entry in by_type.items():
-        counts = entry["byStatus"]
-        entry["successRate"] = success_rate(counts[COMPLETED], counts[FAILED], counts[CANCELLED])
-        entry["durationMs"] = duration_stats(completed_durations.get(rtype, ()))
+    retries = step_retries = 0
+    for t in sorted(totals, key=lambda t: t.type):
+        if t.count == 0:
+            continue
+        for status, n in t.by_status.items():
+            overall[status] += n
+        retries += t.retries
+        step_retries += t.step_retries
+        counts = {s: t.by_status.get(s, 0) for s in STATUS_ORDER}
+        by_type[t.type] = {
+            "count": t.count,
+            "byStatus": counts,
+            "successRate": success_rate(counts[COMPLETED], counts[FAILED], counts[CANCELLED]),
+            "durationMs": duration_summary(
+                t.histogram, t.dur_count, t.dur_sum, t.dur_min, t.dur_max
+            ),
+            "retries": t.retries,
+            "stepRetries": t.step_retries,
+        }
     out: dict[str, Any] = {
-        "total": sum(totals.values()),
-        "byStatus": totals,
-        "successRate": success_rate(totals[COMPLETED], totals[FAILED], totals[CANCELLED]),
+        "total": sum(overall.values()),
+        "byStatus": overall,
+        "successRate": success_rate(overall[COMPLETED], overall[FAILED], overall[CANCELLED]),
         "inFlight": in_flight,
-        "byType": dict(sorted(by_type.items())),
+        "retries": retries,
+        "stepRetries": step_retries,
+        "byType": by_type,
         "topErrorCodes": [{"code": code, "count": n} for code, n in error_codes],
     }
     if buckets is not None:
-        series: dict[int, dict[str, int]] = {}
-        for start, status, count in buckets:
-            series.setdefault(start, _by_status())[status] = count
         out["buckets"] = [
-            {"start": from_micros(start), "total": sum(c.values()), "byStatus": c}
-            for start, c in sorted(series.items())
+            {
+                "start": from_micros(start),
+                "total": sum(counts.values()),
+                "byStatus": {s: counts.get(s, 0) for s in STATUS_ORDER},
+            }
+            for start, counts in buckets
         ]
     return out

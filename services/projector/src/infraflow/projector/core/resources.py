@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Final
 
 from infraflow.common.catalog import WorkflowType
@@ -53,6 +54,7 @@ def redact(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=4096)
 def _is_secret(key: str) -> bool:
     folded = key.lower().replace("_", "").replace("-", "")
     return any(marker in folded for marker in _SECRET_MARKERS)

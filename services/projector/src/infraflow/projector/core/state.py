@@ -61,7 +61,7 @@ DONE_STEP_STATUSES: Final = frozenset({SUCCEEDED, SKIPPED})
 STEP_TIMEOUT_CODE: Final = "STEP_TIMEOUT"
 
 
-class AttemptState(msgspec.Struct, kw_only=True):
+class AttemptState(msgspec.Struct, kw_only=True, array_like=True):
     """One attempt of a step; its resolution, once recorded, is final."""
 
     attempt: int
@@ -74,7 +74,7 @@ class AttemptState(msgspec.Struct, kw_only=True):
     output: dict[str, Any] | None = None
 
 
-class StepState(msgspec.Struct, kw_only=True):
+class StepState(msgspec.Struct, kw_only=True, array_like=True):
     """A step of a run (forward or compensation) with its attempts."""
 
     name: str
@@ -85,8 +85,9 @@ class StepState(msgspec.Struct, kw_only=True):
     output: dict[str, Any] | None = None
 
 
-class RunState(msgspec.Struct, kw_only=True):
-    """Everything the read model knows about one run."""
+class RunState(msgspec.Struct, kw_only=True, array_like=True):
+    """Everything the read model knows about one run (stored as a msgpack array: no field
+    names in every row)."""
 
     id: str
     type: str
@@ -112,6 +113,9 @@ class RunState(msgspec.Struct, kw_only=True):
     error: ErrorInfo | None = None
     steps: list[StepState] = msgspec.field(default_factory=list)
     compensation: list[StepState] = msgspec.field(default_factory=list)
+    seqs: list[int] = msgspec.field(default_factory=list)
+    """The stream sequences of the run's events, in order: its history is read back from the
+    stream by sequence (the read model keeps no copy of raw events)."""
 
     @property
     def duration_ms(self) -> int | None:
