@@ -83,6 +83,7 @@ async def test_register_returns_202_after_the_command_is_in_jetstream(
         "username": "admin",
         "password": PASSWORD,
         "verifyTls": True,
+        "site": "default",
     }
 
     # the password is nowhere else

@@ -26,8 +26,10 @@ With ``overlay=True`` (the default) the emulator runs through this module's laun
 two small additions, read from the same config file: ``INFRAFLOW_SYSTEM_DETAILS`` (per-UUID
 Redfish fields merged into the ComputerSystem answer: Manufacturer, Model, SerialNumber, SKU,
 BiosVersion, MemorySummary, ProcessorSummary) and ``INFRAFLOW_POWER_DELAY_S`` (the power
-delay, instead of 1-11 s; 1 means "at the next whole second"). ``overlay=False`` runs the
-plain ``sushy-emulator`` executable next to ``sys.executable``.
+delay, instead of 1-11 s; 1 means "at the next whole second"), plus fault injection:
+``inject_fault()`` makes matching requests fail with a chosen status (a BMC that rejects or
+breaks in the middle of a workflow). See ``bmc_overlay``. ``overlay=False`` runs the plain
+``sushy-emulator`` executable next to ``sys.executable``.
 
 The emulator's request log (werkzeug's access log) is in ``BmcEmulator.log_path``;
 ``requests()`` parses it into (method, path, status) entries.
@@ -39,7 +41,6 @@ import asyncio
 import base64
 import json
 import os
-import pprint
 import re
 import secrets
 import shutil
@@ -55,7 +56,9 @@ import weakref
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
+
+from infraflow.devtools.bmc_systems import FakeDrive, FakeSystem, default_systems, write_config
 
 __all__ = [
     "BmcEmulator",
@@ -69,175 +72,6 @@ __all__ = [
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
-
-
-@dataclass(frozen=True, slots=True)
-class FakeDrive:
-    """A drive under the system's single storage controller."""
-
-    id: str
-    name: str
-    capacity_bytes: int
-    protocol: str = "SATA"
-
-
-@dataclass(frozen=True, slots=True)
-class FakeSystem:
-    """One fake server. ``id`` is a UUID: the fake driver's Redfish system id.
-
-    ``manufacturer``, ``model``, ``serial``, ``sku``, ``bios_version``, ``memory_gib`` and the
-    CPU fields are served only with the overlay (the stock fake driver has no such data).
-    """
-
-    id: str
-    name: str
-    manufacturer: str = "Sushy Emulator"
-    model: str | None = None
-    serial: str | None = None
-    power: Literal["On", "Off"] = "Off"
-    memory_gib: int | None = None
-    cpus: int | None = None
-    cpu_model: str | None = None
-    cpu_cores: int | None = None
-    bios_version: str | None = None
-    sku: str | None = None
-    macs: tuple[str, ...] = ()
-    drives: tuple[FakeDrive, ...] = ()
-
-    def redfish_details(self) -> dict[str, Any]:
-        """The ComputerSystem fields the overlay merges into the emulator's answer."""
-        fields = {
-            "Manufacturer": self.manufacturer,
-            "Model": self.model,
-            "SerialNumber": self.serial,
-            "SKU": self.sku,
-            "BiosVersion": self.bios_version,
-        }
-        out: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
-        if self.memory_gib is not None:
-            out["MemorySummary"] = {"TotalSystemMemoryGiB": self.memory_gib}
-        cpu = {"Count": self.cpus, "Model": self.cpu_model, "CoreCount": self.cpu_cores}
-        if any(v is not None for v in cpu.values()):
-            out["ProcessorSummary"] = {k: v for k, v in cpu.items() if v is not None}
-        return out
-
-
-_CATALOG = (
-    ("Dell Inc.", "PowerEdge R650", "J7QK2X3", "2.19.1", "Intel(R) Xeon(R) Gold 6338", 32),
-    ("HPE", "ProLiant DL380 Gen10 Plus", "CZJ21507XB", "U46 v1.90", "Intel(R) Xeon(R) 6330", 28),
-    ("Supermicro", "SYS-120U-TNR", "S41256801X", "1.4a", "Intel(R) Xeon(R) Silver 4314", 16),
-)
-
-
-def default_systems(n: int = 3) -> list[FakeSystem]:
-    """``n`` plausible servers of different vendors: the first Off, the second On, ...
-
-    Every third has no storage configured (its Storage answers 500: inventory must cope).
-    """
-    out = []
-    for i in range(n):
-        vendor, model, serial, bios, cpu_model, cores = _CATALOG[i % len(_CATALOG)]
-        boot = FakeDrive(f"disk{i}-0", "Boot SSD", 480_103_981_056, "SATA")
-        data = FakeDrive(f"disk{i}-1", "Data NVMe", 3_840_755_982_336, "NVMe")
-        out.append(
-            FakeSystem(
-                id=f"{i + 1:08x}-1f0e-4c5a-9b7e-{0xC0FFEE000000 + i:012x}",
-                name=f"server-{i + 1:02d}",
-                manufacturer=vendor,
-                model=model,
-                serial=serial if i < len(_CATALOG) else f"{serial[:-2]}{i:02d}",
-                power="On" if i % 3 == 1 else "Off",
-                memory_gib=(256, 512, 128)[i % 3],
-                cpus=2,
-                cpu_model=cpu_model,
-                cpu_cores=2 * cores,
-                bios_version=bios,
-                macs=tuple(f"52:54:00:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}:{p:02x}" for p in (1, 2)),
-                drives=() if i % 3 == 2 else (boot, data),
-            )
-        )
-    return out
-
-
-def _hash_password(password: str) -> str:
-    import bcrypt  # sushy-tools' own dependency
-
-    # Cost 4: the emulator checks the hash on every request; real cost is pointless here.
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-
-def write_config(
-    dir: Path | str,
-    systems: list[FakeSystem],
-    *,
-    username: str,
-    password: str,
-    port: int | None = None,
-    power_delay_s: int | None = 1,
-) -> Path:
-    """Write ``emulator.conf`` and ``htpasswd`` into ``dir``; return the config's path.
-
-    ``power_delay_s`` is used only by the overlay launcher (``None``: stock 1-11 s).
-    """
-    root = Path(dir)
-    root.mkdir(parents=True, exist_ok=True)
-    auth_file = root / "htpasswd"
-    auth_file.write_text(f"{username}:{_hash_password(password)}\n")
-    auth_file.chmod(0o600)
-    controller = {"MemberId": "0", "Name": "Integrated RAID", "SpeedGbps": 12}
-    with_drives = [s for s in systems if s.drives]
-    storage = {
-        s.id: [
-            {
-                "Id": "1",
-                "Name": "Local Storage",
-                "StorageControllers": [controller],
-                "Drives": [d.id for d in s.drives],
-            }
-        ]
-        for s in with_drives
-    }
-    drives = {
-        (s.id, "1"): [
-            {"Id": d.id, "Name": d.name, "CapacityBytes": d.capacity_bytes, "Protocol": d.protocol}
-            for d in s.drives
-        ]
-        for s in with_drives
-    }
-    settings: dict[str, Any] = {
-        "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
-        "SUSHY_EMULATOR_LISTEN_PORT": port or 8000,
-        "SUSHY_EMULATOR_AUTH_FILE": str(auth_file),
-        "SUSHY_EMULATOR_STATE_DIR": str(root / "state"),
-        "SUSHY_EMULATOR_FEATURE_SET": "full",
-        "SUSHY_EMULATOR_FAKE_DRIVER": True,
-        "SUSHY_EMULATOR_FAKE_SYSTEMS": [
-            {
-                "uuid": s.id,
-                "name": s.name,
-                "power_state": s.power,
-                "external_notifier": False,
-                "nics": [{"mac": m} for m in s.macs],
-            }
-            for s in systems
-        ],
-        "SUSHY_EMULATOR_VMEDIA_DEVICES": {
-            "Cd": {"Name": "Virtual CD", "MediaTypes": ["CD", "DVD"]},
-            "Floppy": {"Name": "Virtual Removable Media", "MediaTypes": ["Floppy", "USBStick"]},
-        },
-        "SUSHY_EMULATOR_VMEDIA_VERIFY_SSL": False,
-        "SUSHY_EMULATOR_STORAGE": storage,
-        "SUSHY_EMULATOR_DRIVES": drives,
-        "INFRAFLOW_SYSTEM_DETAILS": {s.id: s.redfish_details() for s in systems},
-        "INFRAFLOW_POWER_DELAY_S": power_delay_s,
-    }
-    lines = ["# Generated by infraflow.devtools.bmc_emulator (Flask config, Python source)."]
-    lines += [
-        f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}" for k, v in settings.items()
-    ]
-    path = root / "emulator.conf"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,6 +312,23 @@ class BmcEmulator:
             {"ResetType": reset_type},
         )
 
+    def insert_media(self, system_id: str, image_url: str, device: str = "Cd") -> None:
+        """Insert virtual media behind the agent's back (the emulator fetches the image)."""
+        self._request(
+            "POST",
+            f"/redfish/v1/Systems/{system_id}/VirtualMedia/{device}/Actions/"
+            "VirtualMedia.InsertMedia",
+            {"Image": image_url, "Inserted": True},
+        )
+
+    def set_boot_override(self, system_id: str, target: str = "Cd") -> None:
+        """Set a boot source override behind the agent's back."""
+        self._request(
+            "PATCH",
+            f"/redfish/v1/Systems/{system_id}",
+            {"Boot": {"BootSourceOverrideTarget": target, "BootSourceOverrideEnabled": "Once"}},
+        )
+
     def wait_power_state(self, system_id: str, state: str, timeout: float = 15.0) -> None:
         """Block until the emulator reports ``state`` (power changes apply with a delay)."""
         deadline = time.monotonic() + timeout
@@ -486,57 +337,52 @@ class BmcEmulator:
                 raise TimeoutError(f"system {system_id} not {state} after {timeout} s")
             time.sleep(0.1)
 
+    def media_image(self, system_id: str, device: str = "Cd") -> str | None:
+        """The image URL inserted in ``device`` (None when empty)."""
+        media = self.virtual_media(system_id, device)
+        return str(media["Image"]) if media.get("Inserted") and media.get("Image") else None
+
+    def inject_fault(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        body_contains: str | None = None,
+        message: str = "injected fault",
+    ) -> None:
+        """Make the next ``times`` requests (-1: all) whose method is ``method`` and whose path
+        matches the regular expression ``path`` (and whose body contains ``body_contains``)
+        fail with ``status`` and a Redfish error body. Needs the overlay."""
+        assert self.overlay, "fault injection needs the overlay"
+        rule = {
+            "method": method.upper(),
+            "path": path,
+            "status": status,
+            "times": times,
+            "bodyContains": body_contains,
+            "message": message,
+        }
+        self._request("POST", "/infraflow/faults", rule)
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault."""
+        self._request("DELETE", "/infraflow/faults")
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The injected faults still armed (with their remaining ``times``)."""
+        return cast(list[dict[str, Any]], self.get_json("/infraflow/faults"))
+
 
 # ---- launcher: sushy-emulator plus the overlay (runs in the emulator's process) -----------
 
 
-def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def _install_overlay() -> None:
-    import random
-
-    import flask
-    from sushy_tools.emulator import main as emulator
-    from sushy_tools.emulator.resources.systems import fakedriver
-
-    app = emulator.app
-
-    def _system_details(response: flask.Response) -> flask.Response:
-        request = flask.request
-        if (
-            request.method != "GET"
-            or request.endpoint != "system_resource"
-            or response.status_code != 200
-        ):
-            return response
-        identity = (request.view_args or {}).get("identity")
-        details = app.config.get("INFRAFLOW_SYSTEM_DETAILS", {}).get(identity)
-        if details:
-            body = json.loads(response.get_data())
-            _merge(body, details)
-            response.set_data(json.dumps(body, indent=2))
-        return response
-
-    class _PowerDelay:
-        """Stands in for the ``random`` module the fake driver draws its 1-11 s delay from."""
-
-        def randint(self, a: int, b: int) -> int:
-            delay = app.config.get("INFRAFLOW_POWER_DELAY_S")
-            return random.randint(a, b) if delay is None else int(delay)
-
-    app.after_request(_system_details)
-    fakedriver.random = _PowerDelay()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``sushy-emulator`` with the overlay; takes the same arguments."""
-    _install_overlay()
+    """``sushy-emulator`` with the overlay (``bmc_overlay``); takes the same arguments."""
+    from infraflow.devtools.bmc_overlay import install_overlay
+
+    install_overlay()
     from sushy_tools.emulator import main as emulator
 
     sys.argv = ["sushy-emulator", *(sys.argv[1:] if argv is None else argv)]

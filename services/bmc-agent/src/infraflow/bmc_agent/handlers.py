@@ -1,11 +1,15 @@
 """The bmc-agent's actions: each step action of the catalog's ``bmc`` executor.
 
 Every action is idempotent (check-then-act against the BMC); outputs put what the read model
-should learn about the server under ``"resource"``.
+should learn about the server under ``"resource"``. A ``server.decommission`` run started with
+``force`` records BMC failures of its steps as skipped instead of failing, so a server whose
+BMC is gone can still be removed.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
@@ -14,10 +18,27 @@ from nats.js.kv import KeyValue
 from infraflow.bmc_agent.adapters.credentials import CredentialStore
 from infraflow.bmc_agent.adapters.redfish import RedfishBmc
 from infraflow.bmc_agent.core.power import NOT_IDEMPOTENT, POWER_ACTIONS, target_state
+from infraflow.bmc_agent.errors import BmcAuthError, BmcError
 from infraflow.common.agent import Action, StepContext, StepError
+from infraflow.common.provisioning import (
+    InstallerParams,
+    callback_token,
+    callback_url,
+    installer_media_url,
+)
+
+log = logging.getLogger(__name__)
+
+FORCEABLE_TYPES = frozenset({"server.decommission"})
 
 
 class BmcActions:
+    """The ``bmc`` executor's action table over one Redfish facade and the sealed credentials.
+
+    ``callback_key`` signs the installer's callback token (derived from the newest credential
+    key); ``callback_base_url`` is the gateway as installers reach it.
+    """
+
     def __init__(
         self,
         bmc: RedfishBmc,
@@ -25,14 +46,18 @@ class BmcActions:
         markers: KeyValue,
         *,
         poll_interval_s: float = 1.0,
+        callback_key: bytes | None = None,
+        callback_base_url: str = "http://127.0.0.1:8080",
     ) -> None:
         self.bmc = bmc
         self.credentials = credentials
         self.markers = markers
         self.poll_interval_s = poll_interval_s
+        self.callback_key = callback_key
+        self.callback_base_url = callback_base_url
 
     def table(self) -> dict[str, Action]:
-        return {
+        actions: dict[str, Action] = {
             "connect": self.connect,
             "inventory": self.inventory,
             "power": self.power,
@@ -43,7 +68,10 @@ class BmcActions:
             "eject_media": self.eject_media,
             "observe": self.observe,
             "forget": self.forget,
+            "verify_credentials": self.verify_credentials,
+            "commit_credentials": self.commit_credentials,
         }
+        return {name: _forceable(action) for name, action in actions.items()}
 
     async def connect(self, ctx: StepContext) -> dict[str, Any]:
         ep = await self.credentials.endpoint(ctx.command.resource_id)
@@ -101,13 +129,31 @@ class BmcActions:
         return {"bootOverride": "cleared"}
 
     async def insert_media(self, ctx: StepContext) -> dict[str, Any]:
+        """Insert the run's image; with ``params.installer`` the media URL also carries the
+        installer's callback URL, run id and token (minted here, so it is in no event)."""
         image = ctx.input.get("image") or {}
         url = str(image.get("url") if isinstance(image, dict) else image or "")
         if not url:
             raise StepError("no image URL in the run input", code="VALIDATION_ERROR")
+        media = url
+        if ctx.params.get("installer"):
+            media = installer_media_url(url, self._installer_params(ctx))
         ep = await self.credentials.endpoint(ctx.command.resource_id)
-        await self.bmc.insert_media(ep, url)
-        return {"media": url}
+        await self.bmc.insert_media(ep, media)
+        return {"media": url, "installerCallback": bool(ctx.params.get("installer"))}
+
+    def _installer_params(self, ctx: StepContext) -> InstallerParams:
+        if self.callback_key is None:
+            raise StepError(
+                "no credential key configured: cannot mint the installer's callback token",
+                code="AGENT_MISCONFIGURED",
+            )
+        cmd = ctx.command
+        return InstallerParams(
+            callback_url=callback_url(self.callback_base_url, cmd.resource_id),
+            run_id=cmd.run_id,
+            token=callback_token(self.callback_key, cmd.resource_id, cmd.run_id),
+        )
 
     async def eject_media(self, ctx: StepContext) -> dict[str, Any]:
         ep = await self.credentials.endpoint(ctx.command.resource_id)
@@ -125,6 +171,27 @@ class BmcActions:
     async def forget(self, ctx: StepContext) -> dict[str, Any]:
         await self.credentials.forget(ctx.command.resource_id)
         return {"credentials": "removed"}
+
+    async def verify_credentials(self, ctx: StepContext) -> dict[str, Any]:
+        """Log in with a rotation's new credentials; refused ones are discarded at once."""
+        cmd = ctx.command
+        if not await self.credentials.has_candidate(cmd.resource_id, cmd.run_id):
+            if cmd.attempt > 1:
+                return {"verified": True, "repeated": True}  # committed by an earlier attempt
+            raise StepError("the new credentials were not found", code="BMC_NO_CREDENTIALS")
+        ep = await self.credentials.candidate(cmd.resource_id, cmd.run_id)
+        try:
+            info = await self.bmc.connect(ep)
+        except BmcAuthError:
+            await self.credentials.discard(cmd.resource_id, cmd.run_id)
+            raise
+        bmc = {"address": ep.address, "username": ep.username, "verifyTls": ep.verify_tls}
+        return {"verified": True, "systemId": info.system_id, "resource": {"bmc": bmc}}
+
+    async def commit_credentials(self, ctx: StepContext) -> dict[str, Any]:
+        cmd = ctx.command
+        committed = await self.credentials.commit(cmd.resource_id, cmd.run_id)
+        return {"committed": committed}
 
     async def _wait(self, ctx: StepContext, ep: Any, target: str) -> str:
         async def on_poll(_state: str) -> None:
@@ -145,3 +212,20 @@ class BmcActions:
             return True
         except KeyWrongLastSequenceError:
             return False
+
+
+def _forceable(action: Action) -> Action:
+    """Run ``action``; in a forced decommission a BMC failure becomes a skipped step."""
+
+    @functools.wraps(action)
+    async def run(ctx: StepContext) -> dict[str, Any]:
+        try:
+            return await action(ctx)
+        except BmcError as exc:
+            cmd = ctx.command
+            if cmd.workflow_type not in FORCEABLE_TYPES or not ctx.input.get("force"):
+                raise
+            log.warning("forced %s: step %s skipped (%s)", cmd.workflow_type, cmd.step, exc.code)
+            return {"skipped": True, "reason": exc.code}
+
+    return run
