@@ -1,1 +1,1 @@
-
+"""Adapters of the k8s-agent: one module per external system."""
