@@ -111,6 +111,29 @@ class NatsServer:
                 raise TimeoutError("nats-server did not become healthy")
             time.sleep(0.05)
 
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader this node knows of (clustered nodes), or None."""
+        import json
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/jsz", timeout=1) as r:
+                info = json.loads(r.read())
+        except OSError:
+            return None
+        leader = (info.get("meta_cluster") or {}).get("leader")
+        return str(leader) if leader else None
+
+    def wait_meta_leader(self, timeout: float = 30.0) -> str:
+        """Wait until the cluster elected a JetStream meta leader: before that, JetStream API
+        requests (creating streams) go unanswered although ``/healthz`` is already ok."""
+        deadline = time.monotonic() + timeout
+        while (leader := self.meta_leader()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: no JetStream meta leader")
+            time.sleep(0.05)
+        return leader
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stop the server by its PID (SIGKILL after ``timeout``)."""
         p = self.process

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 
 from infraflow.common.broker import connect, prepare
 from infraflow.common.logs import setup_logging
+from infraflow.common.metrics import REGISTRY
 from infraflow.common.settings import ServiceSettings
 from infraflow.common.streams import ConsumerSpec
 
@@ -43,7 +44,7 @@ class ServiceRuntime:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.ready_checks: list[Probe] = []
-        self.metrics: list[Callable[[], str]] = []
+        self.metrics: list[Callable[[], str]] = [REGISTRY.render]
         self._ops: asyncio.base_events.Server | None = None
 
     async def connect(
