@@ -1,0 +1,1 @@
+"""The ``infraflow`` command line: runs, servers, clusters, VMs and metrics over the REST API."""

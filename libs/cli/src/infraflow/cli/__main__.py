@@ -1,0 +1,5 @@
+"""``python -m infraflow.cli``."""
+
+from infraflow.cli.app import main
+
+main()
