@@ -45,6 +45,23 @@ def sync() -> None:
     )
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    """The browser tests (tests/ui) drive Debian's chromium: install it when it is missing and
+    we may (root with apt-get). Idempotent; never downloads a browser of its own."""
+    if CHROMIUM.exists() or os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        return
+    print("[infraflow] installing Debian's chromium for the browser tests:", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        print("[infraflow]  ", " ".join(step), flush=True)
+        if subprocess.call(step, env=env) != 0:
+            print("[infraflow] could not install chromium; tests/ui will fail", flush=True)
+            return
+
+
 def _run(args: list[str]) -> int:
     env = dict(os.environ, PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -66,15 +83,23 @@ def main(argv: list[str]) -> int:
             return 130
     if cmd == "test":
         sync()
+        ensure_chromium()
         return _run([py, "-m", "pytest", *rest])
     if cmd == "gates":
         sync()
+        ensure_chromium()
         steps = [
             [py, "-m", "ruff", "format", "--check", "."],
             [py, "-m", "ruff", "check", "."],
-            [py, "-m", "mypy", "libs/common/src/infraflow/common",
-             "services/orchestrator/src/infraflow/orchestrator/core",
-             "services/projector/src/infraflow/projector/core"],
+            [
+                py,
+                "-m",
+                "mypy",
+                "libs/common/src/infraflow/common",
+                "services/orchestrator/src/infraflow/orchestrator/core",
+                "services/projector/src/infraflow/projector/core",
+                "services/k8s-agent/src/infraflow/k8s_agent/core",
+            ],
             [py, "-m", "pytest", *rest],
         ]
         for step in steps:

@@ -55,8 +55,9 @@ class Api:
     """A tiny REST client for tests."""
 
     def __init__(self, base: str, token: str) -> None:
-        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=10)
+        self.http = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.http.get(path, **kw)

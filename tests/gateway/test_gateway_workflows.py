@@ -105,8 +105,13 @@ async def test_workflow_types(client: httpx.AsyncClient) -> None:
     assert {"server.register", "server.lifecycle", "cluster.create", "sync.server-state"} <= names
     response = await client.get("/v1/workflows/types/server.provision", headers=auth())
     data = body_of(response)["data"]
-    assert data["executable"] is False
-    assert data["compensation"] == ["power_off", "clear_boot_override", "eject_media"]
+    assert data["executable"] is True
+    assert data["compensation"] == [
+        "power_off",
+        "clear_boot_override",
+        "eject_media",
+        "release_slot",
+    ]
     response = await client.get("/v1/workflows/types/no.such", headers=auth())
     assert response.status_code == 404
 
@@ -115,8 +120,7 @@ async def test_workflow_types(client: httpx.AsyncClient) -> None:
     ("body", "field", "message"),
     [
         ({"type": "server.teleport"}, "type", "unknown workflow type"),
-        ({"type": "server.provision", "resourceId": "x"}, "type", "not available yet"),
-        ({"type": "cluster.create"}, "type", "not available yet"),
+        ({"type": "cluster.create"}, "type", "per project"),
         ({"type": "server.inspect"}, "resourceId", "is required"),
         ({"type": "server.inspect", "resourceId": "cls_1"}, "resourceId", "server id"),
         ({"type": "server.lifecycle", "resourceId": new_id("srv")}, "input.action", "one of"),

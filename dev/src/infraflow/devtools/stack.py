@@ -25,7 +25,8 @@ import jwt
 
 from infraflow.common.vault import Vault
 from infraflow.devtools.bmc_emulator import BmcEmulator, default_systems
-from infraflow.devtools.nats_server import NatsServer
+from infraflow.devtools.installer_sim import InstallerSimulator
+from infraflow.devtools.nats_server import NatsServer, cluster
 from infraflow.devtools.ports import free_port, wait_port
 
 SERVICES = ("gateway", "orchestrator", "bmc-agent", "k8s-agent", "projector")
@@ -135,10 +136,22 @@ class Stack:
     """How many orchestrator processes (``orchestrator``, ``orchestrator-2``, ...)."""
     test_agent: bool = False
     """Also run the test executor (``infraflow.devtools.test_agent``) for test workflow types."""
+    rate_limit: bool = False
+    """Per-user rate limits in the gateway (off for test load generators)."""
     ack_wait_s: float | None = None
     """Shorter redelivery waits for crash tests (``INFRAFLOW_NATS__ACK_WAIT_S``)."""
+    nats_nodes: int = 1
+    """1: one nats-server. 3: a JetStream cluster on loopback; every service gets all node URLs
+    and ``INFRAFLOW_NATS__REPLICAS`` = the node count, so streams and buckets are R3."""
     nats: NatsServer | None = None
+    """The single node, or the first node of the cluster."""
+    nats_cluster: list[NatsServer] = field(default_factory=list)
+    ops_ports: dict[str, int] = field(default_factory=dict)
+    """Each non-HTTP service's ops port (/healthz, /readyz, /metrics), kept across restarts."""
+    """Every node when ``nats_nodes`` > 1 (kill one with ``nats_cluster[i].kill()``)."""
     bmc: BmcEmulator | None = None
+    installer: InstallerSimulator | None = None
+    """Calls the provisioning callback when a fake server boots from installer media."""
     kube_process: subprocess.Popen[bytes] | None = None
     kube_url: str | None = None
     procs: dict[str, Service] = field(default_factory=dict)
@@ -150,6 +163,9 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
+        """The broker URL(s) services get: comma-separated node URLs for a cluster."""
+        if self.nats_cluster:
+            return ",".join(n.url for n in self.nats_cluster)
         assert self.nats is not None
         return self.nats.url
 
@@ -164,11 +180,14 @@ class Stack:
         self._load_secrets()
         self.gateway_port = self.gateway_port or free_port()
         try:
-            self.nats = NatsServer(
-                store_dir=self.base_dir / "nats",
-                port=self.nats_port,
-                log_file=self.base_dir / "logs" / "nats.log",
-            ).start()
+            if self.nats_nodes > 1:
+                self._start_nats_cluster()
+            else:
+                self.nats = NatsServer(
+                    store_dir=self.base_dir / "nats",
+                    port=self.nats_port,
+                    log_file=self.base_dir / "logs" / "nats.log",
+                ).start()
             if self.bmc_systems:
                 self.bmc = BmcEmulator(
                     systems=default_systems(self.bmc_systems),
@@ -179,6 +198,8 @@ class Stack:
                 self._start_kube()
             for name in self.service_names():
                 self.start_service(name)
+            if self.bmc is not None:
+                self.installer = InstallerSimulator(self.bmc).start()
             if wait_ready:
                 self.wait_ready()
         except BaseException:
@@ -232,6 +253,19 @@ class Stack:
             time.sleep(0.05)
         self.kube_url = ready.read_text().strip()
 
+    def _start_nats_cluster(self) -> None:
+        """Start ``nats_nodes`` clustered nodes together (each waits for its peers' routes)."""
+        self.nats_cluster = cluster(self.base_dir / "nats", self.nats_nodes)
+        for node in self.nats_cluster:
+            node.log_file = self.base_dir / "logs" / f"nats-{node.name}.log"
+            node.start(wait=False)
+        for node in self.nats_cluster:
+            wait_port(node.port, timeout=20)
+            node.wait_ready()
+        for node in self.nats_cluster:
+            node.wait_meta_leader()
+        self.nats = self.nats_cluster[0]
+
     def service_names(self) -> list[str]:
         names = list(self.services)
         names += [f"orchestrator-{i}" for i in range(2, self.orchestrators + 1)]
@@ -253,14 +287,21 @@ class Stack:
             env["INFRAFLOW_CATALOG_EXTRA_FILE"] = self.catalog_extra_file
         if self.ack_wait_s is not None:
             env["INFRAFLOW_NATS__ACK_WAIT_S"] = str(self.ack_wait_s)
+        if self.nats_cluster:
+            env["INFRAFLOW_NATS__REPLICAS"] = str(len(self.nats_cluster))
+        if name != "gateway":
+            env["INFRAFLOW_OPS_PORT"] = str(self.ops_ports.setdefault(name, free_port()))
         if name == "gateway":
             env["INFRAFLOW_HTTP__HOST"] = "127.0.0.1"
             env["INFRAFLOW_HTTP__PORT"] = str(self.gateway_port)
             env["INFRAFLOW_AUTH__JWT_HS256_SECRET"] = self.secrets["jwt_secret"]
+            env.setdefault("INFRAFLOW_RATE_LIMIT__ENABLED", "true" if self.rate_limit else "false")
         if name == "projector":
             env["INFRAFLOW_DB_PATH"] = str(self.base_dir / "projector.sqlite3")
         if name == "k8s-agent" and self.kube:
             env["INFRAFLOW_KUBECONFIG"] = str(self.base_dir / "kubeconfig")
+        if name == "bmc-agent":
+            env["INFRAFLOW_CALLBACK_URL"] = self.api_url  # where installers call back
         env.update(self.extra_env)
         return env
 
@@ -269,6 +310,27 @@ class Stack:
         svc.start()
         self.procs[name] = svc
         return svc
+
+    def ops_url(self, name: str) -> str:
+        """Base URL of a service's /healthz, /readyz and /metrics (the gateway's API port)."""
+        if name == "gateway":
+            return self.api_url
+        return f"http://127.0.0.1:{self.ops_ports[name]}"
+
+    def wait_services_ready(self, timeout: float = 60.0) -> None:
+        """Until every service's /readyz answers 200 (the projector: caught up with the log)."""
+        deadline = time.monotonic() + timeout
+        for name in self.procs:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{self.ops_url(name)}/readyz", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not become ready")
+                time.sleep(0.1)
 
     def restart_service(self, name: str) -> Service:
         self.procs[name].stop()
@@ -308,8 +370,12 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.kube_process.kill()
                 self.kube_process.wait(timeout=5)
+        if self.installer is not None:
+            self.installer.stop()
         if self.bmc is not None:
             self.bmc.stop()
+        for node in self.nats_cluster:
+            node.stop()
         if self.nats is not None:
             self.nats.stop()
         return codes
@@ -319,7 +385,8 @@ class Stack:
             "",
             "Infraflow is running.",
             f"  API          {self.api_url}   (OpenAPI: {self.api_url}/schema)",
-            f"  Token        {self.token()}",
+            f"  Token        {self.token()}   (dev-admin, super_admin; other users: "
+            f"python -m infraflow.devtools.tokens --help)",
             f"  NATS         {self.nats_url}",
         ]
         if self.kube_url:
@@ -331,6 +398,9 @@ class Stack:
             for s in self.bmc.systems:
                 url = self.bmc.system_url(s.id)
                 lines.append(f"  BMC          {url}   ({s.manufacturer} {s.model}, {s.power})")
+            lines.append(
+                f"  Image        {self.bmc.image_url()}   (installer: calls back when booted)"
+            )
         lines += [
             f"  Logs         {self.base_dir / 'logs'}",
             "",
@@ -362,12 +432,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers", type=int, default=3, help="fake servers behind the BMC emulator"
     )
+    parser.add_argument(
+        "--nats-nodes",
+        type=int,
+        default=1,
+        choices=(1, 3),
+        help="3: a JetStream cluster on loopback with R3 streams (as in production)",
+    )
     args = parser.parse_args(argv)
     stack = Stack(
         base_dir=Path(args.state_dir).resolve(),
         gateway_port=_port_or_free(args.port),
         nats_port=_port_or_free(args.nats_port),
         bmc_systems=args.servers,
+        nats_nodes=args.nats_nodes,
+        rate_limit=True,
     )
     stop = False
 

@@ -32,10 +32,14 @@ EVENTS: Final = "WF_EVENTS"
 STEPS: Final = "WF_STEPS"
 TIMERS: Final = "WF_TIMERS"
 OBSERVED: Final = "INFRA_OBSERVED"
+WEBHOOK_JOBS: Final = "WF_WEBHOOK_JOBS"
+WEBHOOK_DELIVERIES: Final = "WF_WEBHOOK_DELIVERIES"
 
 KV_LOCKS: Final = "wf-locks"
 KV_IDEMPOTENCY: Final = "wf-idempotency"
 KV_CREDENTIALS: Final = "bmc-credentials"
+KV_PROVISIONING: Final = "wf-provisioning"
+KV_WEBHOOKS: Final = "wf-webhooks"
 
 DAY_S: Final = 24 * 3600.0
 
@@ -50,6 +54,8 @@ class Topology:
     steps_duplicate_window_s: float = 900.0
     ack_wait_s: float = 30.0
     """How long a consumer waits for an ack before redelivering (agents extend it while busy)."""
+    webhook_log_max_age_s: float = 7 * 24 * 3600.0
+    """How long the webhook delivery log keeps attempts."""
 
 
 def stream_configs(t: Topology) -> list[StreamConfig]:
@@ -104,6 +110,26 @@ def stream_configs(t: Topology) -> list[StreamConfig]:
             max_msgs_per_subject=1,
             allow_direct=True,
         ),
+        StreamConfig(
+            name=WEBHOOK_JOBS,
+            description="Webhook deliveries waiting for their next attempt (gateway dispatcher)",
+            subjects=[subjects.WEBHOOK_JOBS_ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=t.replicas,
+            duplicate_window=3600.0,
+        ),
+        StreamConfig(
+            name=WEBHOOK_DELIVERIES,
+            description="Webhook delivery log: every attempt, its status code, latency, error",
+            subjects=[subjects.WEBHOOK_DELIVERIES_ALL],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=t.replicas,
+            max_age=t.webhook_log_max_age_s,
+            max_msgs_per_subject=100,
+            allow_direct=True,
+        ),
     ]
 
 
@@ -131,6 +157,21 @@ def kv_configs(t: Topology) -> list[KeyValueConfig]:
             replicas=t.replicas,
             direct=True,
         ),
+        KeyValueConfig(
+            bucket=KV_PROVISIONING,
+            description="Installer callbacks by run and per-site provisioning slots (7 days)",
+            history=1,
+            ttl=7 * DAY_S,
+            replicas=t.replicas,
+            direct=True,
+        ),
+        KeyValueConfig(
+            bucket=KV_WEBHOOKS,
+            description="Webhook registrations (signing secrets sealed) by webhook id",
+            history=1,
+            replicas=t.replicas,
+            direct=True,
+        ),
     ]
 
 
@@ -146,13 +187,15 @@ class ConsumerSpec:
     max_ack_pending: int = 2000
     description: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    deliver_policy: DeliverPolicy = DeliverPolicy.ALL
+    """Where a new consumer starts: ``ALL`` (the whole stream) or ``NEW`` (from its creation)."""
 
     def config(self) -> ConsumerConfig:
         filters = self.filter_subjects
         return ConsumerConfig(
             durable_name=self.durable,
             description=self.description or None,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=self.deliver_policy,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
@@ -179,6 +222,27 @@ ORCHESTRATOR_TIMERS: Final = ConsumerSpec(
     durable="orchestrator-timers",
     filter_subjects=[subjects.TIMERS_FIRED_ALL],
     description="Fired durable timers",
+)
+
+
+WEBHOOK_EVENTS: Final = ConsumerSpec(
+    stream=EVENTS,
+    durable="gateway-webhook-events",
+    filter_subjects=subjects.events_named(
+        "run_started", "run_completed", "run_failed", "run_cancelled", "step_failed"
+    ),
+    ack_wait_s=30.0,
+    max_ack_pending=512,
+    description="Events that map to webhook events; the gateway's dispatcher fans them out",
+    deliver_policy=DeliverPolicy.NEW,
+)
+WEBHOOK_DELIVERY: Final = ConsumerSpec(
+    stream=WEBHOOK_JOBS,
+    durable="gateway-webhook-delivery",
+    filter_subjects=[subjects.WEBHOOK_JOBS_ALL],
+    ack_wait_s=60.0,
+    max_ack_pending=1024,
+    description="Webhook deliveries; retried with exponential backoff by nak(delay)",
 )
 
 
@@ -223,10 +287,17 @@ async def ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
-    keys = ("subjects", "max_age", "duplicate_window", "num_replicas", "max_msgs_per_subject")
+    """Whether ``current`` lacks something ``wanted`` asks for. The server reports unset values
+    as its defaults (``max_age`` 0, ``duplicate_window`` 120 s), so those are not differences:
+    a needless update on every start costs nothing on one node, but on an R3 cluster the
+    updates of several services starting together time out and delay their start."""
+    keys = ("subjects", "num_replicas", "max_msgs_per_subject")
     flags = ("allow_direct", "allow_atomic", "allow_msg_schedules")
-    return any(getattr(current, k) != getattr(wanted, k) for k in keys) or any(
-        bool(getattr(wanted, f)) and not getattr(current, f) for f in flags
+    return (
+        any(getattr(current, k) != getattr(wanted, k) for k in keys)
+        or (current.max_age or 0.0) != (wanted.max_age or 0.0)
+        or bool(wanted.duplicate_window and current.duplicate_window != wanted.duplicate_window)
+        or any(bool(getattr(wanted, f)) and not getattr(current, f) for f in flags)
     )
 
 

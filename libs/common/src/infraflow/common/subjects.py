@@ -6,6 +6,8 @@ Streams and their subjects (DESIGN §2):
     WF_STEPS        wf.step.<executor>.<site>.<action>
     WF_TIMERS       wf.timer.<runId>.<name> (schedules) -> wf.timer.fired.<runId>.<name>
     INFRA_OBSERVED  infra.observed.<resourceType>.<resourceId>
+    WF_WEBHOOK_JOBS         wf.webhook.job.<webhookId>               (the gateway's dispatcher)
+    WF_WEBHOOK_DELIVERIES   wf.webhook.delivery.<webhookId>.<deliveryId>   (the delivery log)
 Core NATS (not persisted):
     wf.heartbeat.<runId>    step heartbeats and progress
     wf.cancel.<runId>       ask agents to stop a run's in-flight step
@@ -28,6 +30,8 @@ STEPS_ALL: Final = "wf.step.>"
 TIMERS_ALL: Final = "wf.timer.>"
 TIMERS_FIRED_ALL: Final = "wf.timer.fired.>"
 OBSERVED_ALL: Final = "infra.observed.>"
+WEBHOOK_JOBS_ALL: Final = "wf.webhook.job.>"
+WEBHOOK_DELIVERIES_ALL: Final = "wf.webhook.delivery.>"
 HEARTBEATS_ALL: Final = "wf.heartbeat.*"
 CANCELS_ALL: Final = "wf.cancel.*"
 QUERY_PREFIX: Final = "wf.query"
@@ -107,3 +111,18 @@ def cancel(run_id: str) -> str:
 
 def query(name: str) -> str:
     return f"{QUERY_PREFIX}.{token(name)}"
+
+
+def webhook_job(webhook_id: str) -> str:
+    """A pending delivery to one webhook (work queue)."""
+    return f"wf.webhook.job.{token(webhook_id)}"
+
+
+def webhook_delivery(webhook_id: str, delivery_id: str) -> str:
+    """The attempts of one delivery, in the delivery log."""
+    return f"wf.webhook.delivery.{token(webhook_id)}.{token(delivery_id)}"
+
+
+def webhook_deliveries(webhook_id: str) -> str:
+    """The filter over every delivery attempt of one webhook."""
+    return f"wf.webhook.delivery.{token(webhook_id)}.*"

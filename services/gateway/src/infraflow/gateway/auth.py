@@ -1,12 +1,14 @@
 """Bearer-token authentication: JWT verification, the principal, and dev tokens.
 
-Tokens are HS256 with the configured secret, or (when a public key file is configured) RS*/ES*
-signed. The algorithm is chosen by the key that is configured for it, never trusted from the
-token alone. Missing, expired or badly signed tokens are ``UNAUTHORIZED`` (401).
+Tokens are HS256 with the configured secret, or (when a public key file or a JWKS file is
+configured) RS*/PS*/ES* signed. The algorithm is chosen by the key that is configured for it,
+never trusted from the token alone; a JWKS key is picked by the token's ``kid``. Missing,
+expired or badly signed tokens are ``UNAUTHORIZED`` (401).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,10 +49,13 @@ class JwtVerifier:
                 self._keys.update(dict.fromkeys(_EC_ALGORITHMS, key))
             else:
                 raise ValueError("the JWT public key must be an RSA or EC key")
-        if not self._keys:
+        self._jwks: dict[str | None, dict[str, Any]] = {}
+        if settings.jwt_jwks_file:
+            self._jwks = _load_jwks(Path(settings.jwt_jwks_file))
+        if not self._keys and not self._jwks:
             raise ValueError(
-                "no JWT key configured: set INFRAFLOW_AUTH__JWT_HS256_SECRET "
-                "or INFRAFLOW_AUTH__JWT_PUBLIC_KEY_FILE"
+                "no JWT key configured: set INFRAFLOW_AUTH__JWT_HS256_SECRET, "
+                "INFRAFLOW_AUTH__JWT_PUBLIC_KEY_FILE or INFRAFLOW_AUTH__JWT_JWKS_FILE"
             )
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
@@ -59,10 +64,11 @@ class JwtVerifier:
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; ``UnauthorizedError`` otherwise."""
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
             raise UnauthorizedError("the bearer token is malformed") from exc
-        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+        algorithm = header.get("alg")
+        key = self._key_for(algorithm, header.get("kid"))
         if key is None or not isinstance(algorithm, str):
             raise UnauthorizedError("the bearer token is signed with an unaccepted algorithm")
         required = (
@@ -89,6 +95,45 @@ class JwtVerifier:
         except jwt.InvalidTokenError as exc:
             raise UnauthorizedError("the bearer token is not valid") from exc
         return principal_from_claims(claims)
+
+    def _key_for(self, algorithm: object, kid: object) -> Any:
+        """The key that verifies ``algorithm`` (and ``kid``, for a JWKS), or None."""
+        if not isinstance(algorithm, str):
+            return None
+        if self._jwks:
+            entry = self._jwks.get(kid if isinstance(kid, str) else None)
+            if entry is None and kid is None and len(self._jwks) == 1:
+                entry = next(iter(self._jwks.values()))
+            if entry is not None and algorithm in entry["algorithms"]:
+                return entry["key"]
+        return self._keys.get(algorithm)
+
+
+def _load_jwks(path: Path) -> dict[str | None, dict[str, Any]]:
+    """``kid`` -> {key, algorithms} of the public keys in a JWKS file (private or symmetric
+    keys are refused: this file is for verification only)."""
+    document = json.loads(path.read_text())
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise ValueError(f"{path} is not a JSON Web Key Set with keys")
+    out: dict[str | None, dict[str, Any]] = {}
+    for data in keys:
+        if not isinstance(data, dict) or data.get("use", "sig") != "sig":
+            continue
+        if "d" in data or data.get("kty") not in ("RSA", "EC"):
+            raise ValueError(f"{path} may hold only RSA or EC public keys")
+        key = jwt.PyJWK(data).key
+        algorithms: tuple[str, ...]
+        if isinstance(key, rsa.RSAPublicKey):
+            algorithms = (data["alg"],) if "alg" in data else _RSA_ALGORITHMS
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            algorithms = (data["alg"],) if "alg" in data else _EC_ALGORITHMS
+        else:
+            raise ValueError(f"{path} may hold only RSA or EC public keys")
+        out[data.get("kid")] = {"key": key, "algorithms": algorithms}
+    if not out:
+        raise ValueError(f"{path} has no signature keys")
+    return out
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -70,6 +70,8 @@ def _from_infraflow(request: Request[Any, Any, Any], exc: InfraflowError) -> Res
     headers = {"WWW-Authenticate": 'Bearer realm="infraflow"'} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "1"}
+    if status == 429:
+        headers = {"Retry-After": str((exc.details or {}).get("retryAfterS", 1))}
     return failure(request, status, exc.code, exc.message, exc.details or None, headers)
 
 

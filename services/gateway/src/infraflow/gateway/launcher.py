@@ -33,9 +33,10 @@ from infraflow.common.errors import (
 )
 from infraflow.common.ids import new_id
 from infraflow.common.locks import LockEntry, lock_key
+from infraflow.common.metrics import GATEWAY_RUNS_ACCEPTED
 from infraflow.common.streams import KV_CREDENTIALS, KV_IDEMPOTENCY, KV_LOCKS
 from infraflow.common.vault import Vault
-from infraflow.gateway.adapters.broker import Broker
+from infraflow.gateway.adapters.broker import Broker, UncertainPublishError
 from infraflow.gateway.core import idempotency as idem
 from infraflow.gateway.core.runs import (
     RunIds,
@@ -133,6 +134,10 @@ class RunLauncher:
         try:
             plan = await prepare(RunIds(claim.record.run_id, claim.record.resource_id))
             accepted = await self._launch(plan, triggered_by, request_id)
+        except UncertainPublishError:
+            # The run may exist: keep the claim (it names the run id), so a retry with the same
+            # key re-sends the same command, which the stream deduplicates, never a second run.
+            raise
         except BaseException:
             await self._undo(self._broker.kv_delete(KV_IDEMPOTENCY, key, claim.revision))
             raise
@@ -224,12 +229,14 @@ class RunLauncher:
             if sealed:
                 await self._undo(self._forget_credentials(plan.resource_id))
             raise
+        GATEWAY_RUNS_ACCEPTED.labels(plan.workflow.name).inc()
         log.info(
             "accepted run %s (%s) on %s %s",
             plan.run_id,
             plan.workflow.name,
             plan.resource_type,
             plan.resource_id,
+            extra={"runId": plan.run_id},
         )
         summary = msgspec.to_builtins(accepted_summary(command, plan.workflow))
         return Accepted(

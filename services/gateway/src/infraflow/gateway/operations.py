@@ -7,8 +7,11 @@ again here, so a resource or run outside the caller's projects is always ``NOT_F
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -25,14 +28,15 @@ from infraflow.common.contracts import (
     encode,
 )
 from infraflow.common.contracts.base import OnBusy
+from infraflow.common.contracts.events import TERMINAL_EVENTS
 from infraflow.common.errors import InfraflowError, NotFoundError, ValidationError
 from infraflow.common.ids import is_id, new_id
-from infraflow.common.vault import redact
+from infraflow.common.vault import Vault, redact
 from infraflow.gateway.adapters.broker import Broker
 from infraflow.gateway.core import access, runs, servers
 from infraflow.gateway.core.access import Principal
 from infraflow.gateway.core.errors import ForbiddenError
-from infraflow.gateway.core.runs import RunFilterParams, RunIds, RunPlan
+from infraflow.gateway.core.runs import MetricsParams, RunFilterParams, RunIds, RunPlan
 from infraflow.gateway.core.validation import (
     SUBJECT_TOKEN,
     FieldErrors,
@@ -43,7 +47,20 @@ from infraflow.gateway.core.validation import (
     parse_page_size,
 )
 from infraflow.gateway.launcher import Accepted, IdempotencyRequest, Prepare, RunLauncher
-from infraflow.gateway.schemas import RunCancel, RunCreate, RunRetry, Server, ServerCreate
+from infraflow.gateway.operations_servers import ServerOperations
+from infraflow.gateway.schemas import (
+    CredentialsRotate,
+    ProvisionRequest,
+    RunCancel,
+    RunCreate,
+    RunRetry,
+    Server,
+    ServerCreate,
+)
+
+log = logging.getLogger(__name__)
+
+_Body = TypeVar("_Body", ProvisionRequest, CredentialsRotate)
 
 SERVER_PREFIX = "srv"
 
@@ -80,12 +97,21 @@ class Operations:
     """The gateway's use cases."""
 
     def __init__(
-        self, broker: Broker, launcher: RunLauncher, catalog: Catalog, query_timeout_s: float
+        self,
+        broker: Broker,
+        launcher: RunLauncher,
+        catalog: Catalog,
+        query_timeout_s: float,
+        *,
+        vault: Vault | None = None,
+        callback_keys: Sequence[bytes] = (),
     ) -> None:
         self.broker = broker
         self.launcher = launcher
         self.catalog = catalog
         self._timeout = query_timeout_s
+        self.servers = ServerOperations(self, vault=vault, callback_keys=callback_keys)
+        """Provisioning, rotation, batch registration and the installer's callback."""
 
     # ---- servers: reads --------------------------------------------------------------------
 
@@ -208,6 +234,13 @@ class Operations:
                 ) from exc
             return await self.register_server(caller, registration_body)
         if workflow.resource_type == servers.RESOURCE_TYPE and body.resource_id is not None:
+            # the same checks (and the same handling of secrets) as the server endpoints
+            if workflow.name == "server.provision":
+                request = _input_as(body.input, ProvisionRequest, "provisioning")
+                return await self.servers.provision(caller, body.resource_id, request)
+            if workflow.name == "server.rotate-credentials":
+                rotation = _input_as(body.input, CredentialsRotate, "credentials")
+                return await self.servers.rotate_credentials(caller, body.resource_id, rotation)
             return await self.start_on_server(caller, workflow.name, body.resource_id, body.input)
         return await self._start_other(caller, workflow, body)
 
@@ -295,6 +328,53 @@ class Operations:
         )
         return Page(redact(_items(reply)), limit, reply.has_more, reply.next_cursor)
 
+    async def follow_run_events(
+        self,
+        principal: Principal,
+        run_id: str,
+        after_seq: int,
+        *,
+        wait_s: float | None = None,
+        batch: int = 1000,
+    ) -> AsyncIterator[dict[str, Any] | None]:
+        """The run's events after ``after_seq``, then each new one as it is appended, until its
+        terminal event; ``None`` when nothing arrived for ``wait_s`` (default
+        ``runs.FOLLOW_WAIT_S``: a keep-alive). The run must exist and be visible (check with
+        ``get_run`` before streaming)."""
+        wait_s = runs.FOLLOW_WAIT_S if wait_s is None else wait_s
+        after = after_seq
+        while True:
+            query = GetRunEvents(
+                run_id=run_id,
+                after_seq=after,
+                limit=batch,
+                wait_ms=int(wait_s * 1000),
+                scope_projects=principal.scope_projects,
+            )
+            reply = await self.broker.ask(query, wait_s + self._timeout)  # a long poll
+            items = redact(_items(reply))
+            for item in items:
+                after = max(after, int(item["seq"]))
+                yield item
+                if _event_name(item) in TERMINAL_EVENTS:
+                    return
+            if not items:
+                run = await self.get_run(principal, run_id)
+                if run.get("status") in runs.TERMINAL_STATUSES and not reply.has_more:
+                    return  # ended before (or at) the client's last event
+                yield None
+
+    async def metrics(self, principal: Principal, params: MetricsParams) -> dict[str, Any]:
+        """``GET /v1/workflows/metrics``: aggregates over the runs the caller may see."""
+        query = runs.metrics_query(
+            params, self.catalog, principal.scope_projects, datetime.now(UTC)
+        )
+        reply = await self._ask(query)
+        if not isinstance(reply.data, dict):
+            raise InfraflowError("the read model sent metrics in an unexpected shape")
+        data: dict[str, Any] = reply.data
+        return data
+
     async def retry_run(self, caller: Caller, run_id: str, body: RunRetry | None) -> Accepted:
         """A new run of a failed or cancelled run's type on the same resource, linked by
         ``retryOf``; with ``fromStep`` the earlier steps are skipped, keeping their outputs."""
@@ -376,3 +456,19 @@ def _view(data: Any) -> ResourceView:
         return servers.resource_view(data)
     except msgspec.ValidationError as exc:
         raise InfraflowError("the read model sent a resource in an unexpected shape") from exc
+
+
+def _input_as(data: dict[str, Any] | None, kind: type[_Body], what: str) -> _Body:
+    """A generic start's ``input`` as the body of the matching server endpoint."""
+    try:
+        return msgspec.convert(data or {}, kind)
+    except msgspec.ValidationError as exc:
+        field, message = decoder_field_error(str(exc), prefix="input")
+        raise ValidationError(
+            f"the {what} input is not valid", details={"fields": {field: message}}
+        ) from exc
+
+
+def _event_name(item: Any) -> str | None:
+    event = item.get("event") if isinstance(item, dict) else None
+    return event.get("event") if isinstance(event, dict) else None

@@ -58,6 +58,60 @@ class PowerRequest(Dto, kw_only=True):
     action: PowerActionName
 
 
+class ServerBatchCreate(Dto, kw_only=True):
+    """Register several servers at once (``POST /v1/servers:batchCreate``): one
+    ``server.register`` run per item, each accepted or refused on its own (207)."""
+
+    servers: Annotated[list[dict[str, Any]], msgspec.Meta(description="registration bodies")]
+
+
+class ProvisionImage(Dto, kw_only=True):
+    """The installer image the server boots from virtual media."""
+
+    url: Annotated[str, msgspec.Meta(description="http(s) URL the BMC can download")]
+    checksum: str | None = None
+    checksum_type: Annotated[
+        str | None, msgspec.Meta(description="md5, sha256 or sha512; required with checksum")
+    ] = None
+
+
+class ProvisionRequest(Dto, kw_only=True):
+    """Install an OS (starts ``server.provision``)."""
+
+    image: ProvisionImage
+    user_data: Annotated[
+        str | None, msgspec.Meta(description="handed to the installer (at most 64 KiB)")
+    ] = None
+    callback_timeout_s: Annotated[
+        float | None,
+        msgspec.Meta(
+            description="how long to wait for the installer's callback, in seconds (at most "
+            "the catalog's timeout of the wait_installer step)"
+        ),
+    ] = None
+
+
+class CredentialsRotate(Dto, kw_only=True):
+    """New BMC credentials (starts ``server.rotate-credentials``); they replace the stored ones
+    only after the BMC accepted them. The password is sealed at once and never shown again."""
+
+    password: Annotated[str, msgspec.Meta(description="write-only; never returned")]
+    username: Annotated[str | None, msgspec.Meta(description="default: keep the current")] = None
+    verify_tls: bool | None = None
+
+    def __repr__(self) -> str:  # the password must never reach a log line
+        return f"CredentialsRotate(username={self.username!r}, password='***')"
+
+
+class ProvisioningCallbackBody(Dto, kw_only=True):
+    """What the installer reports. Authenticated by the per-run token it was booted with
+    (``Authorization: Bearer <token>``), not by a user's JWT."""
+
+    run_id: Annotated[str, msgspec.Meta(description="the provisioning run the token names")]
+    status: Literal["succeeded", "failed"]
+    message: str | None = None
+
+
 class RunCreate(Dto, kw_only=True):
     """Start a run of any executable workflow type (Atlas write roles)."""
 
@@ -112,6 +166,35 @@ class Server(Dto, kw_only=True):
     observed_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+class BatchItemResult(Dto, kw_only=True, omit_defaults=True):
+    """One item of a batch: its index and HTTP-like status, then either the accepted run
+    (``data`` and ``meta`` as in a 202) or the ``error`` envelope body of a refusal."""
+
+    index: int
+    status: int
+    success: bool
+    data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResult(Dto, kw_only=True):
+    """The 207 body of ``POST /v1/servers:batchCreate``: one result per item, in order."""
+
+    results: list[BatchItemResult]
+    accepted: int
+    failed: int
+
+
+class CallbackReceipt(Dto, kw_only=True):
+    """The installer's callback was recorded (``duplicate``: an earlier one already was)."""
+
+    run_id: str
+    server_id: str
+    status: str
+    duplicate: bool = False
 
 
 class Pagination(Dto, kw_only=True):

@@ -9,6 +9,7 @@ import logging
 from infraflow.common import streams, subjects
 from infraflow.common.catalog import load_catalog
 from infraflow.common.jetstream import PullConsumer
+from infraflow.common.metrics import start_consumer_watch
 from infraflow.common.runtime import ServiceRuntime, run_service
 from infraflow.orchestrator.adapters.effects import EffectRunner
 from infraflow.orchestrator.adapters.eventlog import RunLog
@@ -72,6 +73,7 @@ async def serve(rt: ServiceRuntime, settings: OrchestratorSettings) -> None:
     log.info("orchestrator ready (%d workflow types)", len(catalog.names()))
     tasks = [asyncio.create_task(c.run(rt.stop)) for c in consumers]
     tasks.append(asyncio.create_task(sweeper()))
+    tasks.append(start_consumer_watch(js, streams.CORE_CONSUMERS, rt.stop))
     await rt.stop.wait()
     await hb_sub.unsubscribe()
     await asyncio.gather(*tasks, return_exceptions=True)

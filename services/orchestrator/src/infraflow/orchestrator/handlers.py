@@ -36,7 +36,7 @@ from infraflow.common.contracts import (
 from infraflow.common.contracts.commands import RunTimer
 from infraflow.common.errors import AppendConflictError
 from infraflow.common.ids import new_id
-from infraflow.common.logs import run_id_var
+from infraflow.common.logs import adopt_trace, run_id_var
 from infraflow.orchestrator.adapters.effects import EffectRunner
 from infraflow.orchestrator.adapters.eventlog import RunLog
 from infraflow.orchestrator.adapters.locks import ResourceLocks
@@ -87,6 +87,7 @@ class Orchestrator:
     # ---- message handlers ---------------------------------------------------------------
 
     async def handle_command(self, msg: Msg) -> None:
+        adopt_trace(msg.headers)  # each message has its own task, so its own trace context
         try:
             cmd = decode_command(msg.data)
         except msgspec.ValidationError:
@@ -119,6 +120,7 @@ class Orchestrator:
             await msg.nak(delay=1.0)
 
     async def handle_fact(self, msg: Msg) -> None:
+        adopt_trace(msg.headers)
         try:
             rtype, rid, run_id, _ = subjects.parse_event(msg.subject)
             event = decode_event(msg.data)
@@ -134,6 +136,7 @@ class Orchestrator:
         await msg.ack()
 
     async def handle_timer(self, msg: Msg) -> None:
+        adopt_trace(msg.headers)
         try:
             timer = _timer_decoder.decode(msg.data)
         except msgspec.ValidationError:

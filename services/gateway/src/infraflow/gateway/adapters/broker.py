@@ -34,12 +34,21 @@ from infraflow.common.errors import (
     ResourceBusyError,
     ValidationError,
 )
+from infraflow.common.logs import trace_headers
 from infraflow.common.settings import NatsSettings
-from infraflow.common.streams import COMMANDS, EVENTS, KV_CREDENTIALS, KV_IDEMPOTENCY, KV_LOCKS
+from infraflow.common.streams import (
+    COMMANDS,
+    EVENTS,
+    KV_CREDENTIALS,
+    KV_IDEMPOTENCY,
+    KV_LOCKS,
+    KV_PROVISIONING,
+    KV_WEBHOOKS,
+)
 
 log = logging.getLogger(__name__)
 
-BUCKETS: Final = (KV_IDEMPOTENCY, KV_CREDENTIALS, KV_LOCKS)
+BUCKETS: Final = (KV_IDEMPOTENCY, KV_CREDENTIALS, KV_LOCKS, KV_PROVISIONING, KV_WEBHOOKS)
 
 _REPLY_ERRORS: Final[dict[str, type[InfraflowError]]] = {
     "VALIDATION_ERROR": ValidationError,
@@ -162,6 +171,15 @@ class Broker:
         """Raise ``SERVICE_UNAVAILABLE`` now if the broker is not connected."""
         self._jetstream()
 
+    def nats_client(self) -> Client:
+        """The connection (503 ``SERVICE_UNAVAILABLE`` while disconnected), for components
+        with their own subscriptions (the webhook dispatcher)."""
+        return self._client()
+
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context (503 while disconnected or not prepared yet)."""
+        return self._jetstream()
+
     def _jetstream(self) -> JetStreamContext:
         """The JetStream context, or 503 straight away when disconnected: nothing is buffered
         for later delivery while the caller is told it failed."""
@@ -183,15 +201,29 @@ class Broker:
     async def publish_command(self, subject: str, payload: bytes, msg_id: str) -> int:
         """Publish to ``WF_COMMANDS`` and wait for the acknowledgement; returns the sequence."""
         js = self._jetstream()
-        with _mapped("the command was not acknowledged"):
-            ack = await js.publish(
-                subject,
-                payload,
-                timeout=self._publish_timeout_s,
-                stream=COMMANDS,
-                headers={"Nats-Msg-Id": msg_id},
-            )
-        return int(ack.seq)
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            try:
+                with _mapped("the command was not acknowledged"):
+                    ack = await js.publish(
+                        subject,
+                        payload,
+                        timeout=self._publish_timeout_s / attempts,
+                        stream=COMMANDS,
+                        headers={"Nats-Msg-Id": msg_id, **trace_headers()},
+                    )
+                return int(ack.seq)
+            except BrokerUnavailableError as exc:
+                if not isinstance(exc.__cause__, (TimeoutError, nats.errors.TimeoutError)):
+                    raise
+                # The command may have been stored with its ack lost: publishing it again
+                # with the same message id is deduplicated by the stream, so retry.
+                if attempt == attempts or not self.is_connected:
+                    raise UncertainPublishError(
+                        "the command was sent but not acknowledged; retry with the same "
+                        "Idempotency-Key to get the same run"
+                    ) from exc
+        raise AssertionError("unreachable")
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -276,6 +308,10 @@ class _KvWrongRevision(Exception):
     pass
 
 
+class UncertainPublishError(BrokerUnavailableError):
+    """A command was handed to the broker but never acknowledged: it may or may not exist."""
+
+
 @contextlib.contextmanager
 def _mapped(timeout_message: str) -> Iterator[None]:
     """Map nats-py's exceptions to ours, once, at the adapter boundary."""
@@ -299,3 +335,7 @@ def _mapped(timeout_message: str) -> Iterator[None]:
         raise BrokerUnavailableError(
             f"the message broker is not reachable ({type(exc).__name__})"
         ) from exc
+
+
+mapped_errors = _mapped
+"""The adapter's exception mapping, for components that use the connection directly."""

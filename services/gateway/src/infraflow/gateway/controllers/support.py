@@ -26,6 +26,8 @@ _ERROR_DESCRIPTIONS: Final = {
     404: "NOT_FOUND: unknown, or outside the caller's projects",
     409: "CONFLICT / INVALID_STATE_TRANSITION (details.currentState) / RESOURCE_BUSY",
     413: "PAYLOAD_TOO_LARGE",
+    429: "RATE_LIMITED: the caller's token bucket for this route is empty; see Retry-After "
+    "and details.retryAfterS",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE: broker or read model unreachable; nothing was accepted",
 }
@@ -65,9 +67,16 @@ def query(name: str, description: str | None = None) -> QueryParameter:
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error envelope under ``statuses``."""
+    """OpenAPI entries for the error envelope under ``statuses``; authenticated routes (those
+    answering 401) are rate limited, so they also document 429."""
+    if 401 in statuses and 429 not in statuses:
+        statuses = (*statuses, 429)
     return {
-        status: ResponseSpec(data_container=ErrorEnvelope, description=_ERROR_DESCRIPTIONS[status])
+        status: ResponseSpec(
+            data_container=ErrorEnvelope,
+            description=_ERROR_DESCRIPTIONS[status],
+            generate_examples=False,  # random values would make the document noisy and unstable
+        )
         for status in statuses
     }
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from infraflow.common.catalog import describe
 from infraflow.common.contracts import RunDetail, RunSummary
@@ -21,7 +24,8 @@ from infraflow.gateway.controllers.support import (
     query,
 )
 from infraflow.gateway.core.access import Principal
-from infraflow.gateway.core.runs import RunFilterParams
+from infraflow.gateway.core.runs import MetricsParams, RunFilterParams, parse_last_event_id
+from infraflow.gateway.core.validation import FieldErrors, parse_int
 from infraflow.gateway.operations import Operations
 from infraflow.gateway.responses import accepted, ok
 from infraflow.gateway.schemas import Envelope, RunCancel, RunCreate, RunRetry
@@ -114,7 +118,13 @@ class WorkflowController(Controller):
     @get(
         "/runs/{run_id:str}/events",
         operation_id="listRunEvents",
-        summary="The run's event history (audit trail), oldest first",
+        summary="The run's event history (audit trail), oldest first; or follow it live (SSE)",
+        description="JSON pages by default (`afterSeq`, `pageSize`). With "
+        "`Accept: text/event-stream` the response is a Server-Sent Events stream: the events "
+        "after `afterSeq` (or the `Last-Event-ID` header) and then each new one as it happens, "
+        "until the run's terminal event. Each message has `id:` = the event's stream sequence, "
+        "`event:` = its name and `data:` = the event as JSON; a comment line is sent as a "
+        "keep-alive while nothing happens.",
         responses=error_responses(*READ_ERRORS),
     )
     async def list_run_events(
@@ -127,9 +137,46 @@ class WorkflowController(Controller):
             str | None, query("afterSeq", "only events after this sequence")
         ] = None,
         page_size: Annotated[str | None, query("pageSize", "1-1000, default 1000")] = None,
+        last_event_id: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Last-Event-ID",
+                required=False,
+                description="SSE resume point: the `id:` of the last event received",
+            ),
+        ] = None,
     ) -> Response[Envelope[list[dict[str, Any]]]]:
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await _follow(operations, principal, run_id, after_seq, last_event_id)
         page = await operations.run_events(principal, run_id, after_seq, page_size)
         return ok(request, page.items, pagination=page.pagination())
+
+    @get(
+        "/metrics",
+        operation_id="getWorkflowMetrics",
+        summary="Run metrics: totals, success rate, durations, retries, errors, time buckets",
+        description="Over the runs created in [`since`, `until`) that the caller may see: totals "
+        "by status, success rate, runs in flight now, per type counts, duration percentiles "
+        "(completed runs; from a log-scale histogram, within ~2%) and retries, the top error "
+        "codes and, with `bucket` (`minute` for windows up to a day, `hour`, `day`), runs per "
+        "time bucket. Read from aggregates maintained as runs change, never by scanning runs.",
+        responses=error_responses(*READ_ERRORS),
+    )
+    async def get_metrics(
+        self,
+        request: Request[Any, Any, Any],
+        operations: NamedDependency[Operations],
+        principal: NamedDependency[Principal],
+        since: Annotated[str | None, query("since", "ISO 8601 date or date-time")] = None,
+        until: Annotated[str | None, query("until", "ISO 8601 date or date-time")] = None,
+        type_: Annotated[str | None, query("type", "workflow types, comma-separated")] = None,
+        resource_type: Annotated[str | None, query("resourceType", "server, cluster, vm")] = None,
+        bucket: Annotated[str | None, query("bucket", "minute, hour or day")] = None,
+    ) -> Response[Envelope[dict[str, Any]]]:
+        params = MetricsParams(
+            since=since, until=until, type=type_, resource_type=resource_type, bucket=bucket
+        )
+        return ok(request, await operations.metrics(principal, params))
 
     @post(
         "/runs/{run_id:str}/retry",
@@ -214,3 +261,34 @@ class WorkflowController(Controller):
         if workflow is None:
             raise NotFoundError("no such workflow type; see GET /v1/workflows/types")
         return ok(request, dict(describe(workflow)))
+
+
+async def _follow(
+    operations: Operations,
+    principal: Principal,
+    run_id: str,
+    after_seq: str | None,
+    last_event_id: str | None,
+) -> Response[Any]:
+    """The SSE stream of a run's events (404 before streaming if the run is not visible)."""
+    errors = FieldErrors()
+    after = parse_int(errors, "afterSeq", after_seq, default=0, low=0, high=2**63 - 1)
+    errors.raise_if_any("the event filters are not valid")
+    resume = parse_last_event_id(last_event_id)
+    await operations.get_run(principal, run_id)
+
+    async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        async for item in operations.follow_run_events(
+            principal, run_id, resume if resume is not None else after
+        ):
+            if item is None:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
+                continue
+            event = item.get("event") or {}
+            yield ServerSentEventMessage(
+                id=item["seq"],
+                event=str(event.get("event", "message")),
+                data=msgspec.json.encode(event).decode(),
+            )
+
+    return ServerSentEvent(messages())

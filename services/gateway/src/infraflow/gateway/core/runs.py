@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from infraflow.common.catalog import Catalog, WorkflowType
-from infraflow.common.contracts import CancelRun, ListRuns, Progress, RunSummary, StartRun
+from infraflow.common.contracts import (
+    CancelRun,
+    GetMetrics,
+    ListRuns,
+    Progress,
+    RunSummary,
+    StartRun,
+)
 from infraflow.common.contracts.base import OnBusy
 from infraflow.common.errors import InvalidStateTransitionError, ValidationError
 from infraflow.common.ids import is_id
@@ -230,6 +237,73 @@ def list_runs_query(
     )
 
 
+METRICS_BUCKETS: Final = ("minute", "hour", "day")
+TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
+FOLLOW_WAIT_S = 15.0
+"""How long one long poll of a followed run waits before the stream sends a keep-alive."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsParams:
+    """The raw query parameters of ``GET /v1/workflows/metrics``."""
+
+    since: str | None = None
+    until: str | None = None
+    type: str | None = None
+    resource_type: str | None = None
+    bucket: str | None = None
+
+
+def metrics_query(
+    params: MetricsParams, catalog: Catalog, scope_projects: list[str] | None, now: datetime
+) -> GetMetrics:
+    """Validate the metrics parameters (all problems at once) and build the projector query.
+    ``bucket=minute`` needs ``since`` and a window of at most one day."""
+    errors = FieldErrors()
+    types = parse_multi(errors, "type", params.type, allowed=catalog.names())
+    resource_types = parse_multi(errors, "resourceType", params.resource_type, RESOURCE_TYPES)
+    since = parse_instant(errors, "since", params.since)
+    until = parse_instant(errors, "until", params.until, end_of_day=True)
+    if since and until and since > until:
+        errors.add("until", "must not be before since")
+    bucket = params.bucket or None
+    if bucket is not None and bucket not in METRICS_BUCKETS:
+        errors.add("bucket", "must be one of: " + ", ".join(METRICS_BUCKETS))
+    if bucket == "minute" and "since" not in errors and "until" not in errors:
+        end = until or now
+        if since is None or end - since > timedelta(days=1):
+            errors.add("bucket", "minute buckets need since and a window of at most one day")
+    errors.raise_if_any("the metrics parameters are not valid")
+    return GetMetrics(
+        since=since,
+        until=until,
+        types=types,
+        resource_types=resource_types,
+        bucket=bucket,
+        scope_projects=scope_projects,
+    )
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """The stream sequence in an SSE ``Last-Event-ID`` header (None when absent or not one)."""
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 19:
+        return None
+    return int(value.strip())
+
+
+PROJECT_SCOPED_TYPES: Final = {
+    "cluster.create": "POST /v1/projects/{project}/clusters",
+    "cluster.scale": "POST /v1/projects/{project}/clusters/{id}/scale",
+    "cluster.upgrade": "POST /v1/projects/{project}/clusters/{id}/upgrade",
+    "cluster.delete": "DELETE /v1/projects/{project}/clusters/{id}",
+    "vm.create": "POST /v1/projects/{project}/vms",
+    "vm.power": "POST /v1/projects/{project}/vms/{id}/power",
+    "vm.delete": "DELETE /v1/projects/{project}/vms/{id}",
+}
+"""Cluster and VM workflows carry project-scoped, validated input: the generic start refuses
+them and names the endpoint to use (``sync.cluster-state`` may still be started by hand)."""
+
+
 def validate_run_create(body: RunCreate, catalog: Catalog) -> WorkflowType:
     """Check a generic start request: a known, executable type, a resource id exactly when the
     type acts on an existing resource, and the input the type needs."""
@@ -243,6 +317,11 @@ def validate_run_create(body: RunCreate, catalog: Catalog) -> WorkflowType:
         errors.add("type", f"{workflow.name} is not available yet")
         errors.raise_if_any(f"workflow type {workflow.name} is not available yet")
     prefix = ID_PREFIX_BY_RESOURCE_TYPE.get(workflow.resource_type)
+    if workflow.name in PROJECT_SCOPED_TYPES:
+        errors.add(
+            "type", f"{workflow.name} is started per project: {PROJECT_SCOPED_TYPES[workflow.name]}"
+        )
+        errors.raise_if_any(f"{workflow.name} is started through its project's endpoints")
     if workflow.creates_resource:
         if body.resource_id is not None:
             errors.add("resourceId", f"must not be set: {workflow.name} creates the resource")

@@ -12,6 +12,7 @@ from nats.js.api import Header
 
 from infraflow.common import streams, subjects
 from infraflow.common.contracts import CancelNotice, ResumeRun, encode
+from infraflow.common.logs import trace_headers
 from infraflow.orchestrator.adapters.locks import ResourceLocks
 from infraflow.orchestrator.core import (
     AcquireLock,
@@ -80,7 +81,7 @@ class EffectRunner:
                 await self._js.publish(
                     subjects.step(c.executor, c.site, c.action),
                     encode(c),
-                    headers={Header.MSG_ID: c.attempt_id},
+                    headers={Header.MSG_ID: c.attempt_id, **trace_headers()},
                 )
                 self.dispatched += 1
             case ArmTimer():
@@ -91,6 +92,7 @@ class EffectRunner:
                     headers={
                         Header.SCHEDULE: "@at " + rfc3339(t.due),
                         Header.SCHEDULE_TARGET: subjects.timer_fired(t.run_id, e.name),
+                        **trace_headers(),
                     },
                 )
             case CancelTimer():

@@ -13,9 +13,16 @@ from nats.js import JetStreamContext
 from infraflow.common import streams, subjects
 from infraflow.common.contracts import RunEvent, decode_event, encode
 from infraflow.common.jetstream import StreamReader, append
+from infraflow.common.metrics import observe_run_event
 from infraflow.orchestrator.core import RunState, evolve, initial
 
 log = logging.getLogger(__name__)
+
+
+_LOGGED = frozenset(
+    {"run_created", "run_queued", "run_started", "run_completed", "run_failed", "run_cancelled"}
+)
+"""Run lifecycle events the orchestrator logs (the run id comes from the log context)."""
 
 
 class RunLog:
@@ -67,6 +74,9 @@ class RunLog:
                 )
                 state = evolve(state, e)
                 self.appends += 1
+                observe_run_event(e, state.created)
+                if e.name in _LOGGED:
+                    log.info("%s (%s %s)", e.name, e.resource_type, e.resource_id)
         except Exception:
             self.conflicts += 1
             self._cache.pop(state.run_id, None)
