@@ -54,6 +54,9 @@ Prepare = Callable[[RunIds], Awaitable[RunPlan]]
 """Builds the plan once the ids are settled: lookups, permission and state checks."""
 
 
+_ESTIMATE_TTL_S = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotencyRequest:
     """The parts of a request that identify it for ``Idempotency-Key`` purposes."""
@@ -101,6 +104,7 @@ class RunLauncher:
         self._vault = vault
         self._fingerprint_secret = fingerprint_secret
         self._estimate_timeout_s = estimate_timeout_s
+        self._estimates: dict[str, tuple[float, int]] = {}
         self._wait_s = idempotency_wait_s
         self._stale_ms = int(idempotency_stale_s * 1000)
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -247,7 +251,12 @@ class RunLauncher:
         )
 
     async def estimate(self, workflow: WorkflowType) -> int:
-        """The projector's estimate (from past runs), else the catalog's."""
+        """The projector's estimate (from past runs), else the catalog's. An estimate is a hint
+        for progress bars: it is reused for ``_ESTIMATE_TTL_S``, not asked for on every 202."""
+        now = time.monotonic()
+        cached = self._estimates.get(workflow.name)
+        if cached is not None and now - cached[0] < _ESTIMATE_TTL_S:
+            return cached[1]
         try:
             reply = await self._broker.ask(
                 EstimateDuration(workflow_type=workflow.name, resource_type=workflow.resource_type),
@@ -255,8 +264,9 @@ class RunLauncher:
             )
         except InfraflowError:
             return workflow.estimate_ms
-        value = estimate_from_reply(reply.data)
-        return value if value else workflow.estimate_ms
+        value = estimate_from_reply(reply.data) or workflow.estimate_ms
+        self._estimates[workflow.name] = (now, value)
+        return value
 
     async def cancel(self, subject: str, payload: bytes, run_id: str) -> None:
         """Publish a ``CancelRun``; every request is its own command (a unique message id)."""
