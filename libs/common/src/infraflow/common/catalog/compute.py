@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from infraflow.common.catalog.model import (
     ResourceStates,
     RetryPolicy,
-    StepSpec,
     WorkflowType,
+    step_builder,
 )
 
 _K8S_RETRY = RetryPolicy(
@@ -33,31 +31,8 @@ _K8S_RETRY = RetryPolicy(
 )
 
 
-def _k8s(
-    name: str,
-    action: str,
-    *,
-    timeout_s: float = 120.0,
-    estimate_ms: int = 2000,
-    heartbeat_timeout_s: float | None = None,
-    params: dict[str, Any] | None = None,
-    compensation: StepSpec | None = None,
-    description: str = "",
-    executable: bool = True,
-) -> StepSpec:
-    return StepSpec(
-        name=name,
-        executor="k8s",
-        action=action,
-        description=description,
-        timeout_s=timeout_s,
-        heartbeat_timeout_s=heartbeat_timeout_s,
-        retry=_K8S_RETRY,
-        estimate_ms=estimate_ms,
-        params=params or {},
-        compensation=compensation,
-        executable=executable,
-    )
+_k8s = step_builder("k8s", _K8S_RETRY)
+"""A step run by the k8s-agent against the management cluster."""
 
 
 _CLUSTER_WAIT_READY = _k8s(

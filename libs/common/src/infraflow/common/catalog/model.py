@@ -10,6 +10,7 @@ declared (so it is visible) but starting it is a ``VALIDATION_ERROR``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -104,3 +105,15 @@ class WorkflowType(Contract, frozen=True, kw_only=True):
     @property
     def has_compensation(self) -> bool:
         return any(s.compensation is not None for s in self.steps)
+
+
+def step_builder(executor: str, retry: RetryPolicy, **defaults: Any) -> Callable[..., StepSpec]:
+    """A ``StepSpec`` factory for one executor: ``bmc = step_builder("bmc", BMC_RETRY)`` then
+    ``bmc("power_off", "power", timeout_s=300.0, ...)``. Keyword arguments override defaults."""
+
+    def build(name: str, action: str, **fields: Any) -> StepSpec:
+        merged = {"timeout_s": 120.0, "estimate_ms": 2000, **defaults, **fields}
+        merged["params"] = dict(merged.get("params") or {})
+        return StepSpec(name=name, executor=executor, action=action, retry=retry, **merged)
+
+    return build

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from infraflow.common.catalog.model import (
     ResourceStates,
     RetryPolicy,
-    StepSpec,
     WorkflowType,
+    step_builder,
 )
 
 _BMC_RETRY = RetryPolicy(
@@ -20,31 +20,8 @@ _BMC_RETRY = RetryPolicy(
 )
 
 
-def _bmc(
-    name: str,
-    action: str,
-    *,
-    timeout_s: float = 120.0,
-    estimate_ms: int = 2000,
-    heartbeat_timeout_s: float | None = None,
-    params: dict[str, Any] | None = None,
-    compensation: StepSpec | None = None,
-    description: str = "",
-    executable: bool = True,
-) -> StepSpec:
-    return StepSpec(
-        name=name,
-        executor="bmc",
-        action=action,
-        description=description,
-        timeout_s=timeout_s,
-        heartbeat_timeout_s=heartbeat_timeout_s,
-        retry=_BMC_RETRY,
-        estimate_ms=estimate_ms,
-        params=params or {},
-        compensation=compensation,
-        executable=executable,
-    )
+_bmc = step_builder("bmc", _BMC_RETRY)
+"""A step run by the bmc-agent over Redfish."""
 
 
 _POWER_OFF = _bmc(
@@ -69,29 +46,9 @@ _PROVISIONING_RETRY = RetryPolicy(
 )
 
 
-def _provisioning(
-    name: str,
-    action: str,
-    *,
-    description: str,
-    timeout_s: float = 60.0,
-    heartbeat_timeout_s: float | None = None,
-    estimate_ms: int = 200,
-    compensation: StepSpec | None = None,
-) -> StepSpec:
-    """A step of the ``provisioning`` executor: durable waits and per-site slots, run by the
-    bmc-agent of the server's site next to its BMC steps (but never in their slots)."""
-    return StepSpec(
-        name=name,
-        executor="provisioning",
-        action=action,
-        description=description,
-        timeout_s=timeout_s,
-        heartbeat_timeout_s=heartbeat_timeout_s,
-        retry=_PROVISIONING_RETRY,
-        estimate_ms=estimate_ms,
-        compensation=compensation,
-    )
+_provisioning = step_builder("provisioning", _PROVISIONING_RETRY, timeout_s=60.0, estimate_ms=200)
+"""A step of the ``provisioning`` executor: durable waits and per-site slots, run by the
+bmc-agent of the server's site next to its BMC steps (but never in their slots)."""
 
 
 _RELEASE_SLOT = _provisioning(
