@@ -77,6 +77,10 @@ class Api:
     def wait_run(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
+            r = self.get(f"/v1/workflows/runs/{run_id}")
+            if r.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.2)  # the read model is (re)connecting: 503 means "retry"
+                continue
             run = self.run(run_id)
             if run["status"] in TERMINAL:
                 return run

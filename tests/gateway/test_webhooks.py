@@ -330,7 +330,7 @@ async def test_a_failing_receiver_gets_the_event_once_after_retries(
 
 
 async def until_log(
-    client: httpx.AsyncClient, webhook_id: str, ok: Any, timeout: float = 10.0
+    client: httpx.AsyncClient, webhook_id: str, ok: Any, timeout: float = 30.0
 ) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not ok(await deliveries(client, webhook_id)):

@@ -343,7 +343,7 @@ class Stack:
         while True:
             try:
                 with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self._read_model_answers():
                         return
             except OSError:
                 pass
@@ -355,6 +355,20 @@ class Stack:
             if time.monotonic() > deadline:
                 raise TimeoutError("the gateway did not become ready")
             time.sleep(0.1)
+
+    def _read_model_answers(self) -> bool:
+        """Reads go to the projector: ready means it answers a query through the gateway."""
+        if "projector" not in self.services:
+            return True
+        req = urllib.request.Request(
+            f"{self.api_url}/v1/workflows/runs?pageSize=1",
+            headers={"Authorization": f"Bearer {self.token()}"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=3) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
 
     def stop(self) -> dict[str, int | None]:
         """Stop everything this stack started; returns each service's exit code."""
