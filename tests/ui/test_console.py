@@ -233,6 +233,9 @@ def test_sign_in_then_filter_runs(browser: Browser, stack: Stack, seeded: dict[s
     expect(page.locator("#runs-results tbody tr")).to_have_count(1)
     expect(page.get_by_role("link", name=runs["saga"])).to_be_visible()
     page.get_by_role("button", name="Clear").click()
+    # "Clear" re-renders the page: wait for the cleared list before typing into the new form
+    expect(page).to_have_url(re.compile(r"#/runs$"))
+    expect(page.locator("#runs-results tbody tr")).to_have_count(5)
     page.get_by_label("Resource id").fill(seeded["servers"][0])
     page.get_by_label("Resource type").select_option("server")
     page.get_by_label("Started from").fill("2020-01-01T00:00")
