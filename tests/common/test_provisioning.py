@@ -32,7 +32,8 @@ def test_token_is_bound_to_server_run_and_key() -> None:
     assert not verify_callback_token([key_new], server, run, token)
     assert not verify_callback_token([key_old], new_id("srv"), run, token)
     assert not verify_callback_token([key_old], server, new_id("run"), token)
-    assert not verify_callback_token([key_old], server, run, token[:-1] + "A")
+    tampered = token[:-1] + ("B" if token.endswith("A") else "A")
+    assert not verify_callback_token([key_old], server, run, tampered)
     assert not verify_callback_token([], server, run, token)
 
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import random
 import socket
+
+_LOW, _HIGH = 20000, 32000
+"""Below Linux's ephemeral range (32768+): a port picked here is not also handed out as the
+source port of some outgoing connection before our server binds it."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (loopback only)."""
+    for _ in range(50):
+        port = random.randrange(_LOW, _HIGH)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

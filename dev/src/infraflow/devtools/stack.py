@@ -339,7 +339,6 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until the gateway says it is ready (broker connected, streams present)."""
         deadline = time.monotonic() + timeout
-        wait_port(self.gateway_port, timeout=timeout)
         while True:
             try:
                 with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as r:
@@ -348,6 +347,11 @@ class Stack:
             except OSError:
                 pass
             dead = [n for n, s in self.procs.items() if not s.alive()]
+            if dead == ["gateway"] and self._lost_port("gateway"):
+                # another process took the port between picking and binding: pick another
+                self.gateway_port = free_port()
+                self.start_service("gateway")
+                continue
             if dead:
                 raise RuntimeError(
                     f"services exited during start-up: {dead}; see {self.base_dir}/logs"
@@ -355,6 +359,13 @@ class Stack:
             if time.monotonic() > deadline:
                 raise TimeoutError("the gateway did not become ready")
             time.sleep(0.1)
+
+    def _lost_port(self, name: str) -> bool:
+        log = self.base_dir / "logs" / f"{name}.log"
+        try:
+            return "address already in use" in log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return False
 
     def _read_model_answers(self) -> bool:
         """Reads go to the projector: ready means it answers a query through the gateway."""
