@@ -28,7 +28,7 @@ def test_service_waiting_for_the_broker_stops_on_sigterm() -> None:
     reader.start()
     try:
         deadline = time.monotonic() + 30  # it waits (no broker listens there) and says so
-        while not any(b"still waiting for the broker" in line for line in lines):
+        while not any(b"broker not reachable yet" in line for line in lines):
             assert time.monotonic() < deadline, lines
             assert proc.poll() is None
             time.sleep(0.1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from typing import Any
@@ -41,7 +40,9 @@ async def connect(
                 token=settings.token,
                 connect_timeout=settings.connect_timeout_s,
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                # bounded for the first connection, so nats-py gives up and this loop (which
+                # honours ``stop``) does the waiting; unlimited once connected (set below)
+                max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 ping_interval=10,
                 max_outstanding_pings=3,
@@ -69,15 +70,17 @@ async def connect(
             stopper.cancel()
         if attempt in done:
             try:
-                return attempt.result()
+                nc = attempt.result()
+                nc.options["max_reconnect_attempts"] = -1  # never give up once connected
+                return nc
             except Exception as exc:
                 log.warning(
                     "broker not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay
                 )
         else:
             attempt.cancel()
-            with contextlib.suppress(BaseException):
-                await attempt
+            # never wait long for it: a cancellation can be lost inside asyncio.wait_for (3.11)
+            await asyncio.wait({attempt}, timeout=2.0)
             raise ConnectionAbortedError("stopped while waiting for the broker")
         if stop is not None:
             try:
