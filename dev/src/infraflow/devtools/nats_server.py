@@ -41,6 +41,7 @@ class NatsServer:
     routes: list[str] = field(default_factory=list)
     log_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    start_tries: int = 0
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -90,7 +91,15 @@ class NatsServer:
             start_new_session=True,
         )
         if wait:
-            wait_port(self.port, timeout=20)
+            try:
+                wait_port(self.port, timeout=20)
+            except TimeoutError:
+                self.start_tries += 1
+                if self.process.poll() is None or self.cluster_name or self.start_tries >= 3:
+                    raise
+                # it exited (a port taken meanwhile): start again on fresh ports
+                self.port, self.http_port = free_port(), free_port()
+                return self.start(wait)
             self.wait_ready()
         return self
 

@@ -10,15 +10,21 @@ _LOW, _HIGH = 20000, 32000
 source port of some outgoing connection before our server binds it."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (loopback only)."""
     for _ in range(50):
         port = random.randrange(_LOW, _HIGH)
+        if port in _handed_out:
+            continue  # never the same port twice in one process (e.g. client and monitor port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
