@@ -45,6 +45,7 @@ from infraflow.common.ids import new_id
 from infraflow.common.jetstream import PullConsumer, StoredMsg, StreamReader, append
 from infraflow.common.logs import adopt_trace, run_id_var, step_var, trace_headers
 from infraflow.common.metrics import STEP_DURATION, start_consumer_watch
+from infraflow.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +304,7 @@ class StepWorker:
                         await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
                     if task.done():
                         return task.result()
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                    await cancel_and_wait(task)
                     raise StepCancelledError("the run was cancelled while the step was running")
                 await ctx.heartbeat()
         finally:

@@ -5,7 +5,6 @@ the power sync of the sites' BMCs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from infraflow.bmc_agent.adapters.credentials import CredentialStore
@@ -19,6 +18,7 @@ from infraflow.common.agent import StepWorker
 from infraflow.common.provisioning import derive_callback_key
 from infraflow.common.runtime import ServiceRuntime, run_service
 from infraflow.common.streams import KV_IDEMPOTENCY, agent_consumer
+from infraflow.common.tasks import cancel_and_wait
 from infraflow.common.vault import Vault
 
 log = logging.getLogger("infraflow.bmc_agent")
@@ -94,11 +94,7 @@ async def serve(rt: ServiceRuntime, settings: BmcAgentSettings) -> None:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(tasks)
             await store.stop()
 
 

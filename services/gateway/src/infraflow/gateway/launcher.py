@@ -10,7 +10,6 @@ released), so a 503 leaves nothing behind and the caller may simply retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -35,6 +34,7 @@ from infraflow.common.ids import new_id
 from infraflow.common.locks import LockEntry, lock_key
 from infraflow.common.metrics import GATEWAY_RUNS_ACCEPTED
 from infraflow.common.streams import KV_CREDENTIALS, KV_IDEMPOTENCY, KV_LOCKS
+from infraflow.common.tasks import cancel_and_wait
 from infraflow.common.vault import Vault
 from infraflow.gateway.adapters.broker import Broker, UncertainPublishError
 from infraflow.gateway.core import idempotency as idem
@@ -305,11 +305,7 @@ class RunLauncher:
         """Stop background clean-ups at shutdown."""
         if self._cleanups:
             log.warning("%d credential clean-up(s) still pending at shutdown", len(self._cleanups))
-        for task in list(self._cleanups):
-            task.cancel()
-        for task in list(self._cleanups):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._cleanups))
 
 
 def _failing_fast(

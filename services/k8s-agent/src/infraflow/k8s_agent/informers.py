@@ -18,7 +18,6 @@ under ``resource`` — so the projector can compare it with its cache field by f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Final
 
 from infraflow.common import subjects
 from infraflow.common.contracts import ResourceObserved, encode
+from infraflow.common.tasks import cancel_and_wait
 from infraflow.k8s_agent.adapters.kube import KubeApi
 from infraflow.k8s_agent.core import clusters, names, vms
 from infraflow.k8s_agent.core.names import ApiRef
@@ -117,9 +117,7 @@ class Informer:
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         delay = self.retry_delay_s

@@ -23,6 +23,7 @@ from infraflow.common import streams, subjects
 from infraflow.common.catalog import Catalog, load_catalog
 from infraflow.common.metrics import track_stream_lag
 from infraflow.common.runtime import ServiceRuntime, run_service
+from infraflow.common.tasks import cancel_and_wait
 from infraflow.projector.adapters import store as store_module
 from infraflow.projector.adapters.follower import AppliedPosition, EventFollower, RunWatchers
 from infraflow.projector.adapters.observations import DriftMonitor
@@ -109,9 +110,7 @@ class Projector:
             # normally quick (the current batch commits); bounded if the broker hangs a request
             done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
             if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.drain()
@@ -181,7 +180,7 @@ async def serve(rt: ServiceRuntime, settings: ProjectorSettings) -> None:
     try:
         await rt.stop.wait()
     finally:
-        lag.cancel()
+        await cancel_and_wait(lag)
         await projector.stop()
 
 

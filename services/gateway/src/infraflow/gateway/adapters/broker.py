@@ -45,6 +45,7 @@ from infraflow.common.streams import (
     KV_PROVISIONING,
     KV_WEBHOOKS,
 )
+from infraflow.common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,7 @@ class Broker:
     async def close(self) -> None:
         """Stop connecting, drain the connection."""
         self._stop.set()
-        for task in (self._task, self._repair):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait([t for t in (self._task, self._repair) if t is not None])
         self._task = self._repair = None
         nc, self._nc, self._js = self._nc, None, None
         self._kv.clear()

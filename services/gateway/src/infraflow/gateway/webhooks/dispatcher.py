@@ -36,6 +36,7 @@ from infraflow.common.streams import (
     ConsumerSpec,
     ensure_consumer,
 )
+from infraflow.common.tasks import cancel_and_wait
 from infraflow.common.vault import Vault, VaultError
 from infraflow.gateway.adapters.broker import Broker
 from infraflow.gateway.core.request_ids import format_timestamp
@@ -86,12 +87,12 @@ class WebhookDispatcher:
     async def close(self) -> None:
         self._stop.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            except Exception:
-                log.exception("the webhook dispatcher ended with an error")
+            done, _ = await asyncio.wait({self._task}, timeout=10)
+            if done and not self._task.cancelled() and self._task.exception() is not None:
+                log.error(
+                    "the webhook dispatcher ended with an error", exc_info=self._task.exception()
+                )
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

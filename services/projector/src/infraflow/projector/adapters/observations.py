@@ -33,6 +33,7 @@ from nats.js.api import DeliverPolicy
 from infraflow.common import subjects
 from infraflow.common.catalog import Catalog
 from infraflow.common.contracts import ResourceObserved, encode
+from infraflow.common.tasks import cancel_and_wait
 from infraflow.projector.adapters.store import ProjectionStore
 from infraflow.projector.core import drift
 from infraflow.projector.core.state import ResourceState, to_micros
@@ -120,13 +121,10 @@ class DriftMonitor:
         await self._resync_loop()
 
     async def stop(self) -> None:
-        if self._resync is not None:
-            self._resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
-        for task in list(self._pending.values()):
-            task.cancel()
+        await cancel_and_wait(self._resync)
+        pending = list(self._pending.values())
         self._pending.clear()
+        await cancel_and_wait(pending)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
