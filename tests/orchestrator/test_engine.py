@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 
 from infraflow.common.agent import StepContext, StepError
 from infraflow.common.catalog import RetryPolicy, WorkflowType
+from infraflow.common.contracts import ExecuteStep
 from infraflow.common.invariants import assert_well_formed
 
 from .harness import catalog_with, engine, step
@@ -236,3 +237,103 @@ async def test_retry_from_step_skips_completed_steps(nc: Client, js: JetStreamCo
     assert skipped[0].output == {"from": "a", "run": original}  # type: ignore[attr-defined]
     assert attempts == {"a": 1, "b": 1, "c": 2}
     assert bad_events[-1].error.code == "INVALID_STATE_TRANSITION"  # type: ignore[attr-defined]
+
+
+async def test_facts_are_folded_on_without_reading_the_run_back(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """Each step command carries the run's sequence at dispatch; the agent appends its facts
+    expecting the previous event, and the orchestrator folds them onto its cache: one read of
+    the run (at its start) and no attempt check by the agent, for a whole five-step run."""
+    async with engine(nc, js, catalog_with(FIVE), {"noop": noop}) as eng:
+        run = await eng.start_run("test.five")
+        events = await eng.wait_terminal(run)
+        assert eng.orch is not None
+        log = eng.orch.log
+        assert (log.loads, log.follows) == (1, 10)
+        assert eng.worker.verdict_reads == 0
+    assert_well_formed(events)
+    assert events[-1].name == "run_completed"
+
+
+async def test_a_fact_the_cache_cannot_prove_is_next_is_read_back(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """A fact is folded onto the cache only when it was appended right after the cached
+    sequence; otherwise (a cache that lost the run, or is behind another writer) the run is
+    read back, and the decision still sees every event."""
+    gate = asyncio.Event()
+
+    async def held(ctx: StepContext) -> dict[str, Any]:
+        await gate.wait()
+        return {}
+
+    wf = WorkflowType(
+        name="test.held",
+        trigger="t",
+        description="d",
+        resource_type="server",
+        steps=(step("a", action="held"), step("b", action="noop")),
+    )
+    async with engine(nc, js, catalog_with(wf), {"held": held, "noop": noop}) as eng:
+        run = await eng.start_run("test.held")
+        while not any(e.name == "step_started" for e in await eng.events(run)):
+            await asyncio.sleep(0.02)
+        assert eng.orch is not None
+        log = eng.orch.log
+        await asyncio.sleep(0.1)  # the orchestrator has followed step_started
+        state, seq = await log.current("server", "srv_1", run)
+        started = (await eng.events(run))[-1]
+        assert started.name == "step_started"
+
+        # the chain: only the event appended right after the cached sequence is folded on
+        assert not log.follow(run, started, seq + 2, seq + 1)
+        assert log.cached(run) is state
+        assert log.follow(run, started, seq, seq - 1)  # already reflected: nothing to do
+        assert log.cached(run) is state
+
+        log.forget(run)  # e.g. evicted, or another replica started the run
+        loads = log.loads
+        gate.set()
+        events = await eng.wait_terminal(run)
+        assert log.loads > loads
+    assert_well_formed(events)
+    assert events[-1].name == "run_completed"
+    assert [e.step for e in events if e.name == "step_succeeded"] == ["a", "b"]
+
+
+async def test_a_command_whose_run_moved_on_is_checked_and_not_run(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """A step command arriving after its run changed (here: the run finished) fails the
+    ``after_seq`` expectation, so the agent reads the run back and does not run it."""
+    ran: list[int] = []
+
+    async def counted(ctx: StepContext) -> dict[str, Any]:
+        ran.append(ctx.command.index)
+        return {}
+
+    async with engine(nc, js, catalog_with(FIVE), {"noop": counted}) as eng:
+        run = await eng.start_run("test.five")
+        before = await eng.wait_terminal(run)
+        scheduled = next(e for e in before if e.name == "step_scheduled")
+        late = ExecuteStep(
+            run_id=run,
+            resource_type="server",
+            resource_id="srv_1",
+            workflow_type="test.five",
+            step="s0",
+            index=0,
+            attempt=1,
+            executor="test",
+            action="noop",
+            site="default",
+            after_seq=1,
+        )
+        assert scheduled.index == 0
+        reads = eng.worker.verdict_reads
+        assert await eng.worker.execute(late)
+        assert eng.worker.verdict_reads == reads + 1
+        after = await eng.events(run)
+    assert ran == [0, 1, 2, 3, 4]  # not a second time
+    assert [e.event_id for e in after] == [e.event_id for e in before]

@@ -40,7 +40,7 @@ from infraflow.common.contracts import (
     StepSucceeded,
     encode,
 )
-from infraflow.common.errors import InfraflowError
+from infraflow.common.errors import AppendConflictError, InfraflowError
 from infraflow.common.ids import new_id
 from infraflow.common.jetstream import PullConsumer, StoredMsg, StreamReader, append
 from infraflow.common.logs import adopt_trace, run_id_var, step_var, trace_headers
@@ -144,6 +144,8 @@ class StepWorker:
         """How often a running step renews its message (below the consumer's ack wait)."""
         self.completed = 0
         self.failed = 0
+        self.verdict_reads = 0
+        """Attempts checked by reading the run back (a redelivery, or the run moved on)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         cancel_sub = await self.nc.subscribe(subjects.CANCELS_ALL, cb=self._on_cancel)
@@ -230,17 +232,19 @@ class StepWorker:
 
     async def _execute(self, cmd: ExecuteStep, msg: Msg | None) -> bool:
         """Run the attempt and record its outcome; False if shutdown interrupted it."""
-        verdict = await self._still_wanted(cmd)
-        if verdict == "cancelled":
-            await self._fact(cmd, StepFailed, error=_cancelled_error(cmd))
-            return True
-        if verdict == "stale":
-            log.info("attempt %s is no longer current; not executed again", cmd.attempt_id)
-            return True
-        await self._fact(cmd, StepStarted, worker=self.worker_name)
+        started = await self._start_if_current(cmd, msg)
+        if started is None:
+            verdict = await self._still_wanted(cmd)
+            if verdict == "cancelled":
+                await self._fact(cmd, StepFailed, error=_cancelled_error(cmd))
+                return True
+            if verdict == "stale":
+                log.info("attempt %s is no longer current; not executed again", cmd.attempt_id)
+                return True
+            started = await self._fact(cmd, StepStarted, worker=self.worker_name)
         ctx = StepContext(self, cmd, msg)
         self._running.setdefault(cmd.run_id, set()).add(ctx)
-        started, outcome = time.monotonic(), "failed"
+        began, outcome = time.monotonic(), "failed"
         try:
             output = await self._run_action(ctx)
         except StepCancelledError as exc:
@@ -249,13 +253,13 @@ class StepWorker:
                 return False
             outcome = "cancelled"
             self.failed += 1
-            await self._fact(cmd, StepFailed, error=_error(exc, cmd))
+            await self._result(cmd, started, StepFailed, error=_error(exc, cmd))
         except StepError as exc:
             self.failed += 1
-            await self._fact(cmd, StepFailed, error=_error(exc, cmd))
+            await self._result(cmd, started, StepFailed, error=_error(exc, cmd))
         except InfraflowError as exc:
             self.failed += 1
-            await self._fact(cmd, StepFailed, error=_error(exc, cmd))
+            await self._result(cmd, started, StepFailed, error=_error(exc, cmd))
         except Exception as exc:
             self.failed += 1
             log.exception("action %s failed unexpectedly", cmd.action)
@@ -265,13 +269,13 @@ class StepWorker:
                 retryable=True,
                 step=cmd.step,
             )
-            await self._fact(cmd, StepFailed, error=err)
+            await self._result(cmd, started, StepFailed, error=err)
         else:
             outcome = "succeeded"
             self.completed += 1
-            await self._fact(cmd, StepSucceeded, output=output)
+            await self._result(cmd, started, StepSucceeded, output=output)
         finally:
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - began
             STEP_DURATION.labels(self.executor, cmd.action, outcome).observe(elapsed)
             log.info("step %s attempt %d %s in %.3fs", cmd.step, cmd.attempt, outcome, elapsed)
             running = self._running.get(cmd.run_id)
@@ -318,6 +322,8 @@ class StepWorker:
         resolved, or a newer attempt was scheduled, or the run ended — a redelivery after a crash
         must not repeat its effect). One batched read of the run's last events decides."""
 
+        self.verdict_reads += 1
+
         def subject(name: str) -> str:
             return subjects.event(cmd.resource_type, cmd.resource_id, cmd.run_id, name)
 
@@ -334,12 +340,45 @@ class StepWorker:
         last = await self._reader.last_of(streams.EVENTS, [subject(n) for n in names])
         return attempt_verdict(cmd, {n: last.get(subject(n)) for n in names})
 
+    async def _start_if_current(self, cmd: ExecuteStep, msg: Msg | None) -> int | None:
+        """On a first delivery, append ``step_started`` expecting the run's sequence at dispatch
+        (``after_seq``). If it holds, nothing happened to the run since the orchestrator chose
+        this attempt, so it is current: no read of the run's events is needed. The sequence of
+        ``step_started``, or None when the full check must decide (a redelivery, or the run
+        moved on)."""
+        if cmd.after_seq is None or (msg is not None and msg.metadata.num_delivered > 1):
+            return None
+        try:
+            return await self._fact(cmd, StepStarted, expect=cmd.after_seq, worker=self.worker_name)
+        except AppendConflictError:
+            return None
+
+    async def _result(
+        self,
+        cmd: ExecuteStep,
+        started_seq: int,
+        kind: type[StepSucceeded] | type[StepFailed],
+        **fields: Any,
+    ) -> None:
+        """Append the attempt's result, expecting ``step_started`` to be the run's last event:
+        the stored expectation lets the orchestrator fold the result onto the state it holds
+        without reading the run back. Anything appended meanwhile (a cancel request, a timeout)
+        only costs that shortcut: the result is then appended without the expectation."""
+        try:
+            await self._fact(cmd, kind, expect=started_seq, **fields)
+        except AppendConflictError:
+            await self._fact(cmd, kind, **fields)
+
     async def _fact(
         self,
         cmd: ExecuteStep,
         kind: type[StepStarted] | type[StepSucceeded] | type[StepFailed],
+        *,
+        expect: int | None = None,
         **fields: Any,
-    ) -> None:
+    ) -> int:
+        """Append a fact of the attempt; with ``expect``, only if the run's last event has that
+        sequence (AppendConflictError otherwise). Returns the fact's stream sequence."""
         factory: Any = kind  # each fact type takes the attempt fields below
         event: RunEvent = factory(
             event_id=new_id("evt"),
@@ -355,10 +394,12 @@ class StepWorker:
             **fields,
         )
         name = event.name
-        await append(
+        return await append(
             self.js,
             subjects.event(cmd.resource_type, cmd.resource_id, cmd.run_id, name),
             encode(event),
+            expected_last_seq=expect,
+            scope=subjects.run_events(cmd.resource_type, cmd.resource_id, cmd.run_id),
             msg_id=f"{cmd.attempt_id}:{'started' if name == 'step_started' else 'result'}",
             extra_headers=trace_headers(),
         )

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.api import Header
 
 from infraflow.common import subjects
 from infraflow.common.catalog import Catalog
@@ -26,6 +27,7 @@ from infraflow.common.contracts import (
     CancelRun,
     ErrorInfo,
     ResumeRun,
+    RunEvent,
     RunFailed,
     StartRun,
     StepHeartbeat,
@@ -36,6 +38,7 @@ from infraflow.common.contracts import (
 from infraflow.common.contracts.commands import RunTimer
 from infraflow.common.errors import AppendConflictError
 from infraflow.common.ids import new_id
+from infraflow.common.jetstream import EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT
 from infraflow.common.logs import adopt_trace, run_id_var
 from infraflow.orchestrator.adapters.effects import EffectRunner
 from infraflow.orchestrator.adapters.eventlog import RunLog
@@ -44,6 +47,8 @@ from infraflow.orchestrator.core import (
     Cancel,
     Context,
     Decision,
+    Dispatch,
+    Effect,
     FactAppended,
     Heartbeat,
     Input,
@@ -62,6 +67,19 @@ _MAX_CONFLICTS = 10
 _MAX_EARLY_DELIVERIES = 60
 _timer_decoder = msgspec.json.Decoder(RunTimer)
 _heartbeat_decoder = msgspec.json.Decoder(StepHeartbeat)
+
+
+def _dispatched_after(effects: tuple[Effect, ...], seq: int) -> tuple[Effect, ...]:
+    """Step commands carry the run's sequence after the decision that chose them: an agent
+    that finds the run unchanged since then knows the attempt is current (``after_seq``)."""
+    if not any(isinstance(e, Dispatch) for e in effects):
+        return effects
+    return tuple(
+        Dispatch(msgspec.structs.replace(e.command, after_seq=seq))
+        if isinstance(e, Dispatch)
+        else e
+        for e in effects
+    )
 
 
 class Orchestrator:
@@ -129,11 +147,27 @@ class Orchestrator:
             await msg.ack()
             return
         redelivered = msg.metadata.num_delivered > 1
+        through = None if redelivered else self._follow(msg, rtype, rid, run_id, event)
         if isinstance(event, StepStarted) and not redelivered and self._nothing_to_decide(event):
             await msg.ack()
             return
-        await self.process(rtype, rid, run_id, FactAppended(event), recover=redelivered)
+        await self.process(
+            rtype, rid, run_id, FactAppended(event), recover=redelivered, through=through
+        )
         await msg.ack()
+
+    def _follow(self, msg: Msg, rtype: str, rid: str, run_id: str, event: RunEvent) -> int | None:
+        """Agents append a fact expecting the run's previous event (the stored message keeps
+        that expectation). When it is the cached sequence, the fact is folded onto the cache
+        and the run need not be read back: the sequence the cache then reflects, else None.
+        Called before the handler's first await, so facts of a run are followed in order."""
+        headers = msg.headers or {}
+        prev = headers.get(Header.EXPECTED_LAST_SUBJECT_SEQUENCE)
+        scope = headers.get(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT)
+        if prev is None or scope != subjects.run_events(rtype, rid, run_id):
+            return None
+        seq = int(msg.metadata.sequence.stream)
+        return seq if self.log.follow(run_id, event, seq, int(prev)) else None
 
     async def handle_timer(self, msg: Msg) -> None:
         adopt_trace(msg.headers)
@@ -178,8 +212,11 @@ class Orchestrator:
         inp: Input,
         *,
         recover: bool = False,
+        through: int | None = None,
     ) -> bool:
-        """Handle one input (and its follow-ups). False: the run does not exist yet."""
+        """Handle one input (and its follow-ups). False: the run does not exist yet.
+        ``through``: the cache is known to reflect the run up to this sequence (a followed
+        fact), so the first decision needs no read."""
         token = run_id_var.set(run_id)
         # Inputs of one run are handled one at a time, in arrival order. Starts of mutating runs
         # are also ordered per resource, so the lock queue is FIFO in arrival order.
@@ -190,30 +227,34 @@ class Orchestrator:
             async with self._one_at_a_time(*serial_keys):
                 inputs: list[Input] = [inp, Recover()] if recover else [inp]
                 while inputs:
-                    decision = await self._decide_and_append(
-                        resource_type, resource_id, run_id, inputs.pop(0)
+                    decided = await self._decide_and_append(
+                        resource_type, resource_id, run_id, inputs.pop(0), through
                     )
-                    if decision is None:
+                    if decided is None:
                         return False
-                    inputs.extend(await self.effects.run(decision.effects))
+                    decision, seq = decided
+                    through = seq  # follow-ups (lock answers) decide on what was just seen
+                    inputs.extend(await self.effects.run(_dispatched_after(decision.effects, seq)))
                     self.processed += 1
             return True
         finally:
             run_id_var.reset(token)
 
     async def _decide_and_append(
-        self, rtype: str, rid: str, run_id: str, inp: Input
-    ) -> Decision | None:
+        self, rtype: str, rid: str, run_id: str, inp: Input, through: int | None = None
+    ) -> tuple[Decision, int] | None:
+        """Decide on the current state and append the decision; the decision and the run's
+        last sequence after it (None: the input came too early)."""
         for _ in range(_MAX_CONFLICTS):
-            state, seq = await self.log.current(rtype, rid, run_id)
+            state, seq = await self.log.current(rtype, rid, run_id, through=through)
+            through = None  # after a conflict, always read
             decision = self._safe_decide(state, inp)
             if decision.retry_later:
                 return None
             if not decision.events:
-                return decision
+                return decision, seq
             try:
-                await self.log.append(state, seq, decision.events)
-                return decision
+                return decision, await self.log.append(state, seq, decision.events)
             except AppendConflictError:
                 continue  # someone else wrote first: reload and decide again
         raise DecisionConflictError(f"run {run_id}: too many concurrent writers")

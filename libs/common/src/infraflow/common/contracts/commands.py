@@ -98,6 +98,10 @@ class ExecuteStep(Contract, frozen=True, kw_only=True, tag_field="command", tag=
     timeout_s: float = 60.0
     heartbeat_interval_s: float | None = None
     scheduled_at: datetime | None = None
+    after_seq: int | None = None
+    """The run's last event sequence when this attempt was dispatched. The agent appends
+    ``step_started`` expecting it: if that holds, nothing happened to the run since (no cancel,
+    timeout or newer attempt) and the attempt is current without reading the run's events."""
 
     @property
     def attempt_id(self) -> str:

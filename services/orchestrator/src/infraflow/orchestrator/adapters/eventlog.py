@@ -37,12 +37,20 @@ class RunLog:
         self.appends = 0
         self.conflicts = 0
         self.loads = 0
+        self.follows = 0
 
     async def current(
-        self, resource_type: str, resource_id: str, run_id: str
+        self, resource_type: str, resource_id: str, run_id: str, *, through: int | None = None
     ) -> tuple[RunState, int]:
-        """The run's state and the sequence of its last event (0: no events)."""
+        """The run's state and the sequence of its last event (0: no events).
+
+        With ``through``, a cached state that already reflects that sequence is returned without
+        reading the stream: events after it can only have been written by someone else, and the
+        next append (which expects the cached sequence) would conflict and reload."""
         cached = self._cache.get(run_id)
+        if cached is not None and through is not None and cached[1] >= through:
+            self._cache.move_to_end(run_id)
+            return cached
         state, seq = cached if cached else (initial(run_id, resource_type, resource_id), 0)
         msgs = await self._reader.read(
             streams.EVENTS,
@@ -83,6 +91,22 @@ class RunLog:
             raise
         self._remember(state.run_id, state, seq)
         return seq
+
+    def follow(self, run_id: str, event: RunEvent, seq: int, prev_seq: int) -> bool:
+        """Fold ``event`` (stored at ``seq``) onto the cached state if it was appended expecting
+        ``prev_seq`` and that is the cached sequence: the stream proved nothing came between.
+        True when the cache reflects ``seq`` afterwards."""
+        hit = self._cache.get(run_id)
+        if hit is None:
+            return False
+        state, cached_seq = hit
+        if cached_seq >= seq:
+            return True
+        if cached_seq != prev_seq:
+            return False
+        self.follows += 1
+        self._remember(run_id, evolve(state, event), seq)
+        return True
 
     def cached(self, run_id: str) -> RunState | None:
         """The cached state (it may lack the newest events), or None."""
