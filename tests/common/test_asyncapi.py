@@ -153,6 +153,7 @@ def test_every_contract_has_a_channel(document: dict[str, Any]) -> None:
         "bmc-credentials",
         "wf-provisioning",
         "wf-webhooks",
+        "wf-resources",
     }
 
 

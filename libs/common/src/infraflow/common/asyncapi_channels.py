@@ -27,6 +27,7 @@ from infraflow.common.contracts import (
     ListResources,
     ListRuns,
     QueryReply,
+    ResourceEntry,
     ResourceObserved,
     ResumeRun,
     RunTimer,
@@ -412,6 +413,15 @@ def kv_specs() -> list[ChannelSpec]:
             [WebhookRecord],
             "Webhook registrations; the signing secret sealed with Fernet.",
             ("gateway",),
+            ("gateway",),
+        ),
+        (
+            "kvResources",
+            streams.KV_RESOURCES,
+            "{resourceType}.{resourceId}",
+            [ResourceEntry],
+            "Project, site and state of a resource, for the checks of a run start.",
+            ("projector",),
             ("gateway",),
         ),
         (

@@ -40,6 +40,7 @@ KV_IDEMPOTENCY: Final = "wf-idempotency"
 KV_CREDENTIALS: Final = "bmc-credentials"
 KV_PROVISIONING: Final = "wf-provisioning"
 KV_WEBHOOKS: Final = "wf-webhooks"
+KV_RESOURCES: Final = "wf-resources"
 
 DAY_S: Final = 24 * 3600.0
 
@@ -168,6 +169,13 @@ def kv_configs(t: Topology) -> list[KeyValueConfig]:
         KeyValueConfig(
             bucket=KV_WEBHOOKS,
             description="Webhook registrations (signing secrets sealed) by webhook id",
+            history=1,
+            replicas=t.replicas,
+            direct=True,
+        ),
+        KeyValueConfig(
+            bucket=KV_RESOURCES,
+            description="Project, site and state of each resource (projector -> gateways)",
             history=1,
             replicas=t.replicas,
             direct=True,

@@ -13,6 +13,7 @@ import signal
 from types import FrameType
 from typing import Any
 
+import msgspec
 import uvicorn
 from litestar import Litestar
 from litestar.datastructures import State
@@ -23,10 +24,13 @@ from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, Swagg
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from infraflow.common.catalog import load_catalog
+from infraflow.common.contracts import ResourceEntry
 from infraflow.common.logs import setup_logging
 from infraflow.common.provisioning import derive_callback_key
+from infraflow.common.streams import KV_RESOURCES
 from infraflow.common.vault import Vault
 from infraflow.gateway.adapters.broker import Broker
+from infraflow.gateway.adapters.kvmirror import KvMirror
 from infraflow.gateway.auth import BearerAuthMiddleware, JwtVerifier
 from infraflow.gateway.controllers.asyncapi import AsyncApiController
 from infraflow.gateway.controllers.bulk import BulkRunController
@@ -100,6 +104,12 @@ def create_app(settings: GatewaySettings | None = None, broker: Broker | None = 
         idempotency_wait_s=settings.idempotency_wait_s,
         idempotency_stale_s=settings.idempotency_stale_s,
     )
+    directory: KvMirror[ResourceEntry] = KvMirror(
+        broker,
+        KV_RESOURCES,
+        msgspec.json.Decoder(ResourceEntry).decode,
+        newer=lambda held, update: update.seq >= held.seq,
+    )
     operations = Operations(
         broker,
         launcher,
@@ -107,6 +117,7 @@ def create_app(settings: GatewaySettings | None = None, broker: Broker | None = 
         settings.query_timeout_s,
         vault=vault,
         callback_keys=[derive_callback_key(k) for k in keys],
+        directory=directory,
     )
     compute = ComputeOperations(broker, launcher, catalog, settings.query_timeout_s)
     request_ids = RequestIds(settings.region)
@@ -150,6 +161,9 @@ def create_app(settings: GatewaySettings | None = None, broker: Broker | None = 
         registry_stop.clear()
         registry_task.append(
             asyncio.create_task(webhook_store.follow(registry_stop), name="webhook-registry")
+        )
+        registry_task.append(
+            asyncio.create_task(directory.follow(registry_stop), name="resource-directory")
         )
         if hooks.dispatcher:
             dispatcher.start()

@@ -8,7 +8,7 @@ again here, so a resource or run outside the caller's projects is always ``NOT_F
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,8 +24,10 @@ from infraflow.common.contracts import (
     ListResources,
     Query,
     QueryReply,
+    ResourceEntry,
     ResourceView,
     encode,
+    resource_key,
 )
 from infraflow.common.contracts.base import OnBusy
 from infraflow.common.contracts.events import TERMINAL_EVENTS
@@ -33,6 +35,7 @@ from infraflow.common.errors import InfraflowError, NotFoundError, ValidationErr
 from infraflow.common.ids import is_id, new_id
 from infraflow.common.vault import Vault, redact
 from infraflow.gateway.adapters.broker import Broker
+from infraflow.gateway.adapters.kvmirror import KvMirror
 from infraflow.gateway.core import access, runs, servers
 from infraflow.gateway.core.access import Principal
 from infraflow.gateway.core.errors import ForbiddenError
@@ -93,6 +96,10 @@ class Caller:
     """``fail``: answer 409 ``RESOURCE_BUSY`` instead of queueing behind another run."""
 
 
+Admission = ResourceEntry | ResourceView
+"""What a run start reads of its resource: ``id``, ``project_id``, ``site`` and ``state``."""
+
+
 class Operations:
     """The gateway's use cases."""
 
@@ -105,11 +112,13 @@ class Operations:
         *,
         vault: Vault | None = None,
         callback_keys: Sequence[bytes] = (),
+        directory: KvMirror[ResourceEntry] | None = None,
     ) -> None:
         self.broker = broker
         self.launcher = launcher
         self.catalog = catalog
         self._timeout = query_timeout_s
+        self._directory = directory
         self.servers = ServerOperations(self, vault=vault, callback_keys=callback_keys)
         """Provisioning, rotation, batch registration and the installer's callback."""
 
@@ -202,10 +211,18 @@ class Operations:
             raise ForbiddenError(f"not allowed to start {workflow_type}")
         workflow = self._executable(workflow_type)
 
-        async def prepare(ids: RunIds) -> RunPlan:
-            view = await self._server_view(principal, server_id)
+        def check(view: Admission) -> None:
             access.authorize_server_workflow(principal, workflow_type, view.project_id)
             servers.check_transition(workflow, view.state)
+
+        async def prepare(ids: RunIds) -> RunPlan:
+            view = await self._admitted(
+                principal,
+                servers.RESOURCE_TYPE,
+                server_id,
+                check,
+                lambda: self._server_view(principal, server_id),
+            )
             return RunPlan(
                 workflow=workflow,
                 run_id=ids.run_id,
@@ -254,8 +271,14 @@ class Operations:
             project_id = site = None
             if not workflow.creates_resource:
                 assert resource_id is not None
-                view = await self._resource_view(caller.principal, workflow, resource_id)
-                servers.check_transition(workflow, view.state)
+                rid = resource_id
+                view = await self._admitted(
+                    caller.principal,
+                    workflow.resource_type,
+                    rid,
+                    lambda v: servers.check_transition(workflow, v.state),
+                    lambda: self._resource_view(caller.principal, workflow, rid),
+                )
                 project_id, site = view.project_id, view.site
             assert resource_id is not None
             return RunPlan(
@@ -270,6 +293,30 @@ class Operations:
 
         new_resource = new_id(prefix) if workflow.creates_resource else None
         return await self._start(caller, prepare, RunIds(new_id("run"), new_resource))
+
+    async def _admitted(
+        self,
+        principal: Principal,
+        resource_type: str,
+        resource_id: str,
+        check: Callable[[Admission], None],
+        query: Callable[[], Awaitable[ResourceView]],
+    ) -> Admission:
+        """The resource a run is about to start on, passed through ``check`` (tenancy, state).
+        The gateway's mirror of the resource directory answers without a query; a resource it
+        does not hold, or one it would refuse, is asked of the read model, so an entry a moment
+        behind never turns a valid request away."""
+        if self._directory is not None:
+            entry = self._directory.get(resource_key(resource_type, resource_id))
+            if entry is not None and principal.sees_project(entry.project_id):
+                try:
+                    check(entry)
+                    return entry
+                except InfraflowError:
+                    pass  # confirmed (or overturned) by the read model below
+        view = await query()
+        check(view)
+        return view
 
     async def _resource_view(
         self, principal: Principal, workflow: WorkflowType, resource_id: str

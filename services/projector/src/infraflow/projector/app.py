@@ -25,6 +25,7 @@ from infraflow.common.metrics import track_stream_lag
 from infraflow.common.runtime import ServiceRuntime, run_service
 from infraflow.common.tasks import cancel_and_wait
 from infraflow.projector.adapters import store as store_module
+from infraflow.projector.adapters.directory import ResourceDirectory
 from infraflow.projector.adapters.follower import AppliedPosition, EventFollower, RunWatchers
 from infraflow.projector.adapters.observations import DriftMonitor
 from infraflow.projector.adapters.store import ProjectionStore
@@ -75,8 +76,10 @@ class Projector:
         self.drift = DriftMonitor(
             nc, js, self.store, catalog, settings.drift, caught_up=self._ready
         )
+        self.directory = ResourceDirectory(js)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._directory_task: asyncio.Task[None] | None = None
         self._subs: list[Subscription] = []
         self._was_caught_up = False
 
@@ -94,6 +97,9 @@ class Projector:
         await self._check_log_identity()
         self._subs = await self.handlers.subscribe(self._nc)
         self._task = asyncio.create_task(self.follower.run(self._stop), name="projector-follower")
+        self._directory_task = asyncio.create_task(
+            self._publish_directory_when_ready(), name="resource-directory"
+        )
         await self.drift.start()
         log.info(
             "projector %s serving from %s at sequence %d",
@@ -102,8 +108,18 @@ class Projector:
             self.position.seq,
         )
 
+    async def _publish_directory_when_ready(self) -> None:
+        """Write the directory entries gathered while replaying, once caught up."""
+        while not self.ready:
+            await asyncio.sleep(0.1)
+        try:
+            await self.directory.flush()
+        except Exception:
+            log.exception("resource directory not written; it is retried with the next batch")
+
     async def stop(self) -> None:
         """Finish the batch being applied, stop answering, close the file."""
+        await cancel_and_wait(self._directory_task)
         await self.drift.stop()
         self._stop.set()
         if self._task is not None:
@@ -124,6 +140,14 @@ class Projector:
         for bad in result.skipped:
             log.warning("skipped undecodable event %d on %s: %s", bad.seq, bad.subject, bad.reason)
         self.watchers.notify(result.run_ids)
+        if result.resources:
+            try:
+                live = self.ready or self.follower.at_end
+                await self.directory.publish(result.resources, result.applied_seq, live=live)
+            except Exception:  # the directory is a shortcut for gateways, never a reason to stop
+                log.exception(
+                    "resource directory not written for the batch at %d", result.applied_seq
+                )
         if self.ready:  # live runs only: a replay of the log would print millions of lines
             _log_lifecycle(batch)
         return result.applied_seq
@@ -142,6 +166,7 @@ class Projector:
             )
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.reset)
             self.position.reset(0)
+            await self.directory.clear()
 
     def prometheus(self) -> str:
         """``/metrics`` lines of the follower."""
@@ -155,6 +180,10 @@ class Projector:
             f"infraflow_projector_skipped_events_total {self.store.skipped_events}\n"
             "# TYPE infraflow_projector_consumers_total counter\n"
             f"infraflow_projector_consumers_total {s.consumers}\n"
+            "# TYPE infraflow_projector_directory_puts_total counter\n"
+            f"infraflow_projector_directory_puts_total {self.directory.puts}\n"
+            "# TYPE infraflow_projector_directory_failures_total counter\n"
+            f"infraflow_projector_directory_failures_total {self.directory.failures}\n"
         )
 
 

@@ -57,10 +57,12 @@ from infraflow.common.contracts.queries import (
     Progress,
     Query,
     QueryReply,
+    ResourceEntry,
     ResourceView,
     RunDetail,
     RunSummary,
     StepView,
+    resource_key,
 )
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "Progress",
     "Query",
     "QueryReply",
+    "ResourceEntry",
     "ResourceObserved",
     "ResourceRef",
     "ResourceView",
@@ -122,4 +125,5 @@ __all__ = [
     "decode_query",
     "decode_reply",
     "encode",
+    "resource_key",
 ]

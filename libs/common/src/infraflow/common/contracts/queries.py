@@ -166,3 +166,23 @@ class ResourceView(Contract, frozen=True, kw_only=True):
     observed_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+class ResourceEntry(Contract, frozen=True, kw_only=True):
+    """What starting a run needs to know of a resource: its project, site and state. The
+    projector writes one per resource to KV ``wf-resources`` (key: ``resource_key``) when they
+    change; gateways mirror the bucket, so the tenancy and state checks of a 202 need no query.
+    An entry may lag the read model by a moment: a refusal is confirmed by a query first."""
+
+    type: str
+    id: str
+    project_id: str | None = None
+    site: str | None = None
+    state: str | None = None
+    seq: int = 0
+    """The event-stream sequence the projector had applied when it wrote the entry."""
+
+
+def resource_key(resource_type: str, resource_id: str) -> str:
+    """The ``wf-resources`` key of a resource."""
+    return f"{resource_type}.{resource_id}"

@@ -155,6 +155,12 @@ class EventFollower:
         self._applying = False
 
     @property
+    def at_end(self) -> bool:
+        """True when nothing is known to follow what is being applied (the stream's end as
+        last reported): applying it catches up."""
+        return self._pending == 0 and not self._buffer
+
+    @property
     def caught_up(self) -> bool:
         """True once everything the stream held when last asked has been applied."""
         return self._pending == 0 and not self._buffer and not self._applying

@@ -101,6 +101,8 @@ class ApplyResult:
     orphans: int
     run_ids: set[str] = field(default_factory=set)
     """The runs the batch changed (waiters on their histories are woken)."""
+    resources: list[ResourceState] = field(default_factory=list)
+    """The resources the batch changed, as committed."""
 
 
 class ProjectionStore:
@@ -257,6 +259,7 @@ class ProjectionStore:
             [*batch.skipped, *changes.failed],
             changes.orphans,
             set(changes.runs),
+            list(changes.resources.values()),
         )
 
     def _write(self, tx: sqlite3.Connection, changes: BatchChanges) -> None:
