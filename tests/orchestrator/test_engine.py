@@ -8,6 +8,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from infraflow.common import streams
 from infraflow.common.agent import StepContext, StepError
 from infraflow.common.catalog import RetryPolicy, WorkflowType
 from infraflow.common.contracts import ExecuteStep
@@ -243,14 +244,15 @@ async def test_facts_are_folded_on_without_reading_the_run_back(
     nc: Client, js: JetStreamContext
 ) -> None:
     """Each step command carries the run's sequence at dispatch; the agent appends its facts
-    expecting the previous event, and the orchestrator folds them onto its cache: one read of
-    the run (at its start) and no attempt check by the agent, for a whole five-step run."""
+    expecting the previous event, and the orchestrator folds them onto its cache. A new run
+    starts from the empty state (the append expects no events), so a whole five-step run is
+    decided without reading it back, and without an attempt check by the agent."""
     async with engine(nc, js, catalog_with(FIVE), {"noop": noop}) as eng:
         run = await eng.start_run("test.five")
         events = await eng.wait_terminal(run)
         assert eng.orch is not None
         log = eng.orch.log
-        assert (log.loads, log.follows) == (1, 10)
+        assert (log.loads, log.follows) == (0, 10)
         assert eng.worker.verdict_reads == 0
     assert_well_formed(events)
     assert events[-1].name == "run_completed"
@@ -337,3 +339,19 @@ async def test_a_command_whose_run_moved_on_is_checked_and_not_run(
         after = await eng.events(run)
     assert ran == [0, 1, 2, 3, 4]  # not a second time
     assert [e.event_id for e in after] == [e.event_id for e in before]
+
+
+async def test_timers_of_finished_steps_are_purged(nc: Client, js: JetStreamContext) -> None:
+    """Each step's start-to-close timer is cancelled when the step resolves (a purge sent
+    without waiting for its answer): a finished run leaves no schedule behind."""
+    async with engine(nc, js, catalog_with(FIVE), {"noop": noop}) as eng:
+        run = await eng.start_run("test.five")
+        await eng.wait_terminal(run)
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            info = await js.stream_info(streams.TIMERS, subjects_filter=f"wf.timer.{run}.*")
+            left = info.state.subjects or {}
+            if not left or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    assert left == {}

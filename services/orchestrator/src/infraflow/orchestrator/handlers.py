@@ -114,6 +114,7 @@ class Orchestrator:
             return
         redelivered = msg.metadata.num_delivered > 1
         inp: Input
+        through = None
         match cmd:
             case StartRun():
                 original = None
@@ -122,12 +123,19 @@ class Orchestrator:
                         cmd.resource_type, cmd.resource_id, cmd.retry_of
                     )
                 inp = Start(cmd, original)
+                if not redelivered:
+                    through = 0  # the first delivery of a start: the run has no events yet
             case CancelRun():
                 inp = Cancel(cmd)
             case ResumeRun():
                 inp = Recover()
         done = await self.process(
-            cmd.resource_type, cmd.resource_id, cmd.run_id, inp, recover=redelivered
+            cmd.resource_type,
+            cmd.resource_id,
+            cmd.run_id,
+            inp,
+            recover=redelivered,
+            through=through,
         )
         if done:
             await msg.ack()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -96,8 +97,11 @@ class EffectRunner:
                     },
                 )
             case CancelTimer():
-                await self._js.purge_stream(
-                    streams.TIMERS, subject=subjects.timer(e.run_id, e.name)
+                # fire and forget: a purge that is lost only lets the timer fire, and the
+                # decider ignores a timer whose attempt has moved on
+                await self._nc.publish(
+                    f"$JS.API.STREAM.PURGE.{streams.TIMERS}",
+                    json.dumps({"filter": subjects.timer(e.run_id, e.name)}).encode(),
                 )
             case NotifyCancel():
                 phase, index, attempt = e.attempt if e.attempt else (None, None, None)

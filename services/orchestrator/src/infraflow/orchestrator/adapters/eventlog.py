@@ -45,12 +45,15 @@ class RunLog:
         """The run's state and the sequence of its last event (0: no events).
 
         With ``through``, a cached state that already reflects that sequence is returned without
-        reading the stream: events after it can only have been written by someone else, and the
-        next append (which expects the cached sequence) would conflict and reload."""
+        reading the stream (``through=0``: a new run, the empty state): events after it can only
+        have been written by someone else, and the next append (which expects the returned
+        sequence) would conflict and reload."""
         cached = self._cache.get(run_id)
         if cached is not None and through is not None and cached[1] >= through:
             self._cache.move_to_end(run_id)
             return cached
+        if cached is None and through == 0:  # a run known to be new: nothing to read
+            return initial(run_id, resource_type, resource_id), 0
         state, seq = cached if cached else (initial(run_id, resource_type, resource_id), 0)
         msgs = await self._reader.read(
             streams.EVENTS,
