@@ -313,6 +313,10 @@ class Orchestrator:
     @asynccontextmanager
     async def _one_at_a_time(self, *keys: str) -> AsyncIterator[None]:
         """Hold the in-process locks of ``keys`` (always taken in the same order)."""
+        if len(keys) == 1:  # the common case: one run's inputs
+            async with self._serialized(keys[0]):
+                yield
+            return
         async with contextlib.AsyncExitStack() as stack:
             for key in keys:
                 await stack.enter_async_context(self._serialized(key))
@@ -320,7 +324,8 @@ class Orchestrator:
 
     @asynccontextmanager
     async def _serialized(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._serial.get(key, (asyncio.Lock(), 0))
+        held = self._serial.get(key)
+        lock, users = held if held is not None else (asyncio.Lock(), 0)
         self._serial[key] = (lock, users + 1)
         try:
             async with lock:

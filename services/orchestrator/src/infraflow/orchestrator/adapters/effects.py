@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 
+import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import Header
@@ -29,6 +29,8 @@ from infraflow.orchestrator.core import (
 )
 
 log = logging.getLogger(__name__)
+
+_purge_request = msgspec.json.Encoder()
 
 
 def rfc3339(t: datetime) -> str:
@@ -101,7 +103,7 @@ class EffectRunner:
                 # decider ignores a timer whose attempt has moved on
                 await self._nc.publish(
                     f"$JS.API.STREAM.PURGE.{streams.TIMERS}",
-                    json.dumps({"filter": subjects.timer(e.run_id, e.name)}).encode(),
+                    _purge_request.encode({"filter": subjects.timer(e.run_id, e.name)}),
                 )
             case NotifyCancel():
                 phase, index, attempt = e.attempt if e.attempt else (None, None, None)
