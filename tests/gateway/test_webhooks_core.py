@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infraflow.common.contracts import RunCompleted
+from infraflow.common.contracts.webhooks import WebhookRecord
 from infraflow.common.ids import is_id
 from infraflow.gateway.webhooks import model, signing
-from infraflow.gateway.webhooks.model import WebhookRecord
 from infraflow.gateway.webhooks.ssrf import DestinationGuard, url_problem
 
 
@@ -119,14 +119,14 @@ def _hook(**kw: object) -> WebhookRecord:
 
 
 def test_matching_by_event_type_and_project() -> None:
-    assert _hook().wants("run.failed", "server.inspect", None)
-    assert not _hook(events=["run.completed"]).wants("run.failed", "server.inspect", None)
-    assert _hook(types=["server.*"]).wants("run.failed", "server.provision", "p")
-    assert not _hook(types=["server.*"]).wants("run.failed", "cluster.create", "p")
-    assert not _hook(types=["server.inspect"]).wants("run.failed", None, None)
-    assert _hook(project_id="p").wants("run.failed", "vm.create", "p")
-    assert not _hook(project_id="p").wants("run.failed", "vm.create", "q")
-    assert not _hook(project_id="p").wants("run.failed", "vm.create", None)
+    assert model.wants(_hook(), "run.failed", "server.inspect", None)
+    assert not model.wants(_hook(events=["run.completed"]), "run.failed", "server.inspect", None)
+    assert model.wants(_hook(types=["server.*"]), "run.failed", "server.provision", "p")
+    assert not model.wants(_hook(types=["server.*"]), "run.failed", "cluster.create", "p")
+    assert not model.wants(_hook(types=["server.inspect"]), "run.failed", None, None)
+    assert model.wants(_hook(project_id="p"), "run.failed", "vm.create", "p")
+    assert not model.wants(_hook(project_id="p"), "run.failed", "vm.create", "q")
+    assert not model.wants(_hook(project_id="p"), "run.failed", "vm.create", None)
 
 
 def test_delivery_ids_are_deterministic_and_time_sortable() -> None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, Literal
-
-import msgspec
+from typing import Any, Final
 
 from infraflow.common import streams, subjects
 from infraflow.common.contracts import (
     EVENT_TYPES,
+    AttemptRecord,
     CancelNotice,
     CancelRun,
+    DeliveryJob,
     EstimateDuration,
     ExecuteStep,
     GetMetrics,
@@ -33,59 +32,10 @@ from infraflow.common.contracts import (
     RunTimer,
     StartRun,
     StepHeartbeat,
+    WebhookRecord,
 )
 from infraflow.common.locks import LockEntry
 from infraflow.common.provisioning import ProvisioningCallback, ProvisioningSlot
-
-# ---- contracts the gateway defines (mirrored; tests/common/test_asyncapi.py checks they match)
-
-
-class DeliveryJob(msgspec.Struct, kw_only=True, rename="camel"):
-    """One run event for one webhook, waiting for a delivery attempt (the body rendered once,
-    so every attempt sends the same bytes)."""
-
-    delivery_id: str
-    webhook_id: str
-    event: str
-    event_id: str | None = None
-    run_id: str | None = None
-    body: str
-
-
-class AttemptRecord(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
-    """One webhook delivery attempt, as the delivery log keeps it."""
-
-    delivery_id: str
-    webhook_id: str
-    event: str
-    event_id: str | None = None
-    run_id: str | None = None
-    attempt: int
-    attempted_at: datetime
-    outcome: Literal["delivered", "retrying", "failed"]
-    status_code: int | None = None
-    latency_ms: int | None = None
-    error: str | None = None
-    next_attempt_at: datetime | None = None
-
-
-class WebhookRecord(msgspec.Struct, kw_only=True, rename="camel"):
-    """A webhook registration (the signing secret sealed, never in clear)."""
-
-    id: str
-    url: str
-    events: list[str]
-    types: list[str] | None = None
-    project_id: str | None = None
-    description: str | None = None
-    created_by: str
-    created_at: datetime
-    sealed_secret: str
-
-
-GATEWAY_MIRRORS: Final = (DeliveryJob, AttemptRecord, WebhookRecord)
-"""Mirrors of ``infraflow.gateway.webhooks.model``; they belong in ``common.contracts``."""
-
 
 _RESOURCE_TYPES: Final = ("server", "cluster", "vm")
 PARAMETERS: Final[Mapping[str, Mapping[str, Any]]] = {

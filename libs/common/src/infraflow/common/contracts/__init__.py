@@ -64,6 +64,7 @@ from infraflow.common.contracts.queries import (
     StepView,
     resource_key,
 )
+from infraflow.common.contracts.webhooks import AttemptRecord, DeliveryJob, WebhookRecord
 
 __all__ = [
     "AGENT_FACTS",
@@ -74,12 +75,14 @@ __all__ = [
     "AnyCommand",
     "AnyQuery",
     "AnyRunEvent",
+    "AttemptRecord",
     "AttemptView",
     "CancelNotice",
     "CancelRun",
     "Command",
     "CompensationStarted",
     "Contract",
+    "DeliveryJob",
     "ErrorInfo",
     "EstimateDuration",
     "ExecuteStep",
@@ -118,6 +121,7 @@ __all__ = [
     "StepSucceeded",
     "StepTimedOut",
     "StepView",
+    "WebhookRecord",
     "attempt_id",
     "decode_command",
     "decode_event",

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import msgspec
 
 from infraflow.common import subjects
+from infraflow.common.contracts.webhooks import AttemptRecord
 from infraflow.common.jetstream import read_subject
 from infraflow.common.streams import WEBHOOK_DELIVERIES
 from infraflow.gateway.adapters.broker import Broker, mapped_errors
-from infraflow.gateway.webhooks.model import AttemptRecord
 from infraflow.gateway.webhooks.schemas import Delivery, DeliveryAttempt
 
 log = logging.getLogger(__name__)

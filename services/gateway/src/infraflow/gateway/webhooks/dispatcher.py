@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from infraflow.common import subjects
 from infraflow.common.contracts import RunCreated, RunEvent, decode_event
+from infraflow.common.contracts.webhooks import AttemptRecord, DeliveryJob, Outcome, WebhookRecord
 from infraflow.common.jetstream import PullConsumer, get_last
 from infraflow.common.metrics import WEBHOOK_DELIVERIES
 from infraflow.common.streams import (
@@ -43,7 +44,7 @@ from infraflow.gateway.core.request_ids import format_timestamp
 from infraflow.gateway.settings import WebhookSettings
 from infraflow.gateway.webhooks import model
 from infraflow.gateway.webhooks.deliveries import DeliveryLog
-from infraflow.gateway.webhooks.model import AttemptRecord, DeliveryJob, RunInfo, WebhookRecord
+from infraflow.gateway.webhooks.model import RunInfo
 from infraflow.gateway.webhooks.sender import AttemptResult, WebhookSender
 from infraflow.gateway.webhooks.store import WebhookStore
 
@@ -148,8 +149,8 @@ class WebhookDispatcher:
         timestamp = format_timestamp(event.time)
         body = msgspec.json.encode(model.payload(event_name, event, run, timestamp)).decode()
         for webhook in candidates:
-            if webhook.created_at > event.time or not webhook.wants(
-                event_name, run.workflow_type, run.project_id
+            if webhook.created_at > event.time or not model.wants(
+                webhook, event_name, run.workflow_type, run.project_id
             ):
                 continue
             await self._enqueue(webhook, event, event_name, body)
@@ -214,7 +215,7 @@ class WebhookDispatcher:
         result = await self.attempt(webhook, job.delivery_id, job.body.encode())
         now = datetime.now(UTC)
         if result.delivered:
-            outcome: model.Outcome = "delivered"
+            outcome: Outcome = "delivered"
             delay = None
         elif attempt >= self._settings.max_attempts:
             outcome, delay = "failed", None

@@ -4,12 +4,12 @@ gets what, the payload, the delivery ids and the retry schedule. No I/O, no cloc
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 
 from infraflow.common.contracts import RunEvent, StepFailed
+from infraflow.common.contracts.webhooks import WebhookRecord
 from infraflow.common.ids import new_id
 
 WEBHOOK_PREFIX: Final = "whk"
@@ -33,32 +33,18 @@ _RUN_STATUS: Final = {
     "run.cancelled": "cancelled",
 }
 
-Outcome = Literal["delivered", "retrying", "failed"]
 
-
-class WebhookRecord(msgspec.Struct, kw_only=True, rename="camel"):
-    """A registration as KV ``wf-webhooks`` stores it (the secret sealed, never in clear)."""
-
-    id: str
-    url: str
-    events: list[str]
-    types: list[str] | None = None
-    project_id: str | None = None
-    description: str | None = None
-    created_by: str
-    created_at: datetime
-    sealed_secret: str
-    """The ``whsec_`` secret sealed with the gateway's Vault (Fernet token, text)."""
-
-    def wants(self, event: str, workflow_type: str | None, project_id: str | None) -> bool:
-        """Whether this webhook receives ``event`` of a run of ``workflow_type`` in
-        ``project_id``: the event subscribed (or ``*``), the type listed (or no ``types``), and
-        for a project webhook only runs of that project."""
-        if ALL_EVENTS not in self.events and event not in self.events:
-            return False
-        if self.project_id is not None and project_id != self.project_id:
-            return False
-        return self.types is None or type_matches(self.types, workflow_type)
+def wants(
+    webhook: WebhookRecord, event: str, workflow_type: str | None, project_id: str | None
+) -> bool:
+    """Whether ``webhook`` receives ``event`` of a run of ``workflow_type`` in ``project_id``:
+    the event subscribed (or ``*``), the type listed (or no ``types``), and for a project
+    webhook only runs of that project."""
+    if ALL_EVENTS not in webhook.events and event not in webhook.events:
+        return False
+    if webhook.project_id is not None and project_id != webhook.project_id:
+        return False
+    return webhook.types is None or type_matches(webhook.types, workflow_type)
 
 
 def type_matches(patterns: list[str], workflow_type: str | None) -> bool:
@@ -79,35 +65,6 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     workflow_type: str | None = None
     project_id: str | None = None
     triggered_by: str | None = None
-
-
-class DeliveryJob(msgspec.Struct, kw_only=True, rename="camel"):
-    """One event for one webhook, waiting in ``WF_WEBHOOK_JOBS``. The body is rendered once, so
-    every attempt sends the same bytes under the same ``webhook-id``."""
-
-    delivery_id: str
-    webhook_id: str
-    event: str
-    event_id: str | None = None
-    run_id: str | None = None
-    body: str
-
-
-class AttemptRecord(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
-    """One delivery attempt, as the delivery log (``WF_WEBHOOK_DELIVERIES``) keeps it."""
-
-    delivery_id: str
-    webhook_id: str
-    event: str
-    event_id: str | None = None
-    run_id: str | None = None
-    attempt: int
-    attempted_at: datetime
-    outcome: Outcome
-    status_code: int | None = None
-    latency_ms: int | None = None
-    error: str | None = None
-    next_attempt_at: datetime | None = None
 
 
 def delivery_id(webhook_id: str, event: RunEvent) -> str:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Final, TypeVar
 
 from infraflow.common.catalog import Catalog
+from infraflow.common.contracts.webhooks import AttemptRecord, WebhookRecord
 from infraflow.common.errors import NotFoundError, ValidationError
 from infraflow.common.ids import is_id, new_id
 from infraflow.common.vault import Vault
@@ -23,7 +24,6 @@ from infraflow.gateway.core.validation import SUBJECT_TOKEN, FieldErrors, check_
 from infraflow.gateway.webhooks import model, signing
 from infraflow.gateway.webhooks.deliveries import DeliveryLog, DeliveryPage, fold
 from infraflow.gateway.webhooks.dispatcher import WebhookDispatcher
-from infraflow.gateway.webhooks.model import AttemptRecord, WebhookRecord
 from infraflow.gateway.webhooks.schemas import Delivery, Webhook, WebhookCreate, WebhookCreated
 from infraflow.gateway.webhooks.ssrf import (
     DestinationBlockedError,

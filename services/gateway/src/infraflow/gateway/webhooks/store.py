@@ -9,10 +9,10 @@ import logging
 
 import msgspec
 
+from infraflow.common.contracts.webhooks import WebhookRecord
 from infraflow.common.streams import KV_WEBHOOKS
 from infraflow.gateway.adapters.broker import Broker
 from infraflow.gateway.adapters.kvmirror import KvMirror
-from infraflow.gateway.webhooks.model import WebhookRecord
 
 log = logging.getLogger(__name__)
 
