@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from infraflow.common.contracts import RunEvent, decode_event, encode
+from infraflow.devtools.bmc_emulator import FakeSystem
 from infraflow.devtools.stack import Stack
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -98,3 +99,32 @@ class Api:
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Api:
     return Api(stack.api_url, stack.token())
+
+
+def registration(stack: Stack, system: FakeSystem, name: str, **extra: Any) -> dict[str, Any]:
+    """The body of ``POST /v1/servers`` for one of the stack's emulated BMCs."""
+    assert stack.bmc is not None
+    return {
+        "name": name,
+        "bmc": {
+            "address": stack.bmc.system_url(system.id),
+            "username": stack.bmc.username,
+            "password": stack.bmc.password,
+        },
+        **extra,
+    }
+
+
+def register_all(stack: Stack, api: Api, prefix: str, timeout: float = 60.0) -> list[str]:
+    """Register every emulated BMC (``<prefix><n>``) and wait for the runs to complete; the
+    server ids, in the emulator's order."""
+    assert stack.bmc is not None
+    ids, runs = [], []
+    for i, system in enumerate(stack.bmc.systems):
+        r = api.post("/v1/servers", json=registration(stack, system, f"{prefix}{i}"))
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["data"]["resourceId"])
+        runs.append(r.json()["meta"]["workflowId"])
+    for run in runs:
+        assert api.wait_run(run, timeout=timeout)["status"] == "completed"
+    return ids

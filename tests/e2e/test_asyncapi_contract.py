@@ -33,7 +33,7 @@ from infraflow.common.streams import KV_IDEMPOTENCY
 from infraflow.devtools.stack import Stack
 from infraflow.devtools.test_workflows import write_catalog
 
-from .conftest import Api
+from .conftest import Api, register_all
 
 pytestmark = pytest.mark.e2e
 
@@ -167,24 +167,7 @@ def workload(stack: Stack, api: Api, tap: Wiretap, hook: str) -> None:
     assert stack.bmc is not None
     r = api.post("/v1/webhooks", json={"url": hook, "events": ["run.failed", "run.cancelled"]})
     assert r.status_code == 201, r.text
-    servers, runs = [], []
-    for i, system in enumerate(stack.bmc.systems):
-        r = api.post(
-            "/v1/servers",
-            json={
-                "name": f"tap{i}",
-                "bmc": {
-                    "address": stack.bmc.system_url(system.id),
-                    "username": stack.bmc.username,
-                    "password": stack.bmc.password,
-                },
-            },
-        )
-        assert r.status_code == 202, r.text
-        servers.append(r.json()["data"]["resourceId"])
-        runs.append(r.json()["meta"]["workflowId"])
-    for run in runs:
-        assert api.wait_run(run)["status"] == "completed"
+    servers = register_all(stack, api, "tap")
     a, b = servers
     power = api.post(f"/v1/servers/{a}/power", json={"action": "on"})
     assert power.status_code == 202, power.text

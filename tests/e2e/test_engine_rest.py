@@ -17,7 +17,7 @@ from infraflow.common.streams import KV_IDEMPOTENCY
 from infraflow.devtools.stack import Stack
 from infraflow.devtools.test_workflows import write_catalog
 
-from .conftest import Api
+from .conftest import Api, register_all
 
 pytestmark = pytest.mark.e2e
 
@@ -44,26 +44,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def servers(stack: Stack, api: Api) -> list[str]:
     """Three registered servers (real register runs against the Redfish emulator)."""
-    assert stack.bmc is not None
-    ids, runs = [], []
-    for i, system in enumerate(stack.bmc.systems):
-        r = api.post(
-            "/v1/servers",
-            json={
-                "name": f"node{i}",
-                "bmc": {
-                    "address": stack.bmc.system_url(system.id),
-                    "username": stack.bmc.username,
-                    "password": stack.bmc.password,
-                },
-            },
-        )
-        assert r.status_code == 202, r.text
-        ids.append(r.json()["data"]["resourceId"])
-        runs.append(r.json()["meta"]["workflowId"])
-    for run in runs:
-        assert api.wait_run(run)["status"] == "completed"
-    return ids
+    return register_all(stack, api, "node")
 
 
 def kv_put(stack: Stack, key: str, value: bytes = b"1") -> None:

@@ -29,7 +29,7 @@ from infraflow.devtools.nats_server import NatsServer
 from infraflow.devtools.stack import Stack
 from infraflow.devtools.test_workflows import write_catalog
 
-from .conftest import Api
+from .conftest import Api, register_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -164,24 +164,7 @@ class _Load(threading.Thread):
 
 
 def _register(stack: Stack, api: Api) -> list[str]:
-    assert stack.bmc is not None
-    ids, runs = [], []
-    for i, system in enumerate(stack.bmc.systems):
-        body = {
-            "name": f"r3-node{i}",
-            "bmc": {
-                "address": stack.bmc.system_url(system.id),
-                "username": stack.bmc.username,
-                "password": stack.bmc.password,
-            },
-        }
-        r = api.post("/v1/servers", json=body)
-        assert r.status_code == 202, r.text
-        ids.append(r.json()["data"]["resourceId"])
-        runs.append(r.json()["meta"]["workflowId"])
-    for run in runs:
-        assert api.wait_run(run, timeout=60)["status"] == "completed"
-    return ids
+    return register_all(stack, api, "r3-node")
 
 
 def _wait_all(api: Api, runs: list[str], timeout: float) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 
 from infraflow.devtools.stack import Stack
 
-from .conftest import Api
+from .conftest import Api, registration
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +22,7 @@ pytestmark = pytest.mark.e2e
 def _register(stack: Stack, api: Api) -> tuple[str, str]:
     assert stack.bmc is not None
     system = stack.bmc.systems[-1]
-    body = {
-        "name": "read-side-node",
-        "bmc": {
-            "address": stack.bmc.system_url(system.id),
-            "username": stack.bmc.username,
-            "password": stack.bmc.password,
-        },
-        "site": "default",
-    }
-    r = api.post("/v1/servers", json=body)
+    r = api.post("/v1/servers", json=registration(stack, system, "read-side-node", site="default"))
     assert r.status_code == 202, r.text
     return r.json()["meta"]["workflowId"], r.json()["data"]["resourceId"]
 

@@ -22,7 +22,7 @@ from infraflow.common.provisioning import callback_token, derive_callback_key
 from infraflow.devtools.bmc_emulator import FakeSystem
 from infraflow.devtools.stack import Stack
 
-from .conftest import Api
+from .conftest import Api, registration
 
 pytestmark = pytest.mark.e2e
 
@@ -81,19 +81,6 @@ def fake(stack: Stack) -> FakeSystem:
     return stack.bmc.systems[next(_free)]
 
 
-def body(stack: Stack, system: FakeSystem, name: str, **extra: Any) -> dict[str, Any]:
-    assert stack.bmc is not None
-    return {
-        "name": name,
-        "bmc": {
-            "address": stack.bmc.system_url(system.id),
-            "username": stack.bmc.username,
-            "password": stack.bmc.password,
-        },
-        **extra,
-    }
-
-
 def accepted(response: httpx.Response) -> str:
     assert response.status_code == 202, response.text
     run_id: str = response.json()["meta"]["workflowId"]
@@ -108,7 +95,7 @@ def completed(api: Api, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
 
 
 def register(api: Api, stack: Stack, system: FakeSystem, name: str) -> str:
-    response = api.post("/v1/servers", json=body(stack, system, name))
+    response = api.post("/v1/servers", json=registration(stack, system, name))
     completed(api, accepted(response))
     server_id: str = response.json()["data"]["resourceId"]
     return server_id
@@ -205,15 +192,15 @@ def test_register_inspect_and_every_power_action(stack: Stack, api: RecordingApi
 
 def test_batch_register_answers_207_item_by_item(stack: Stack, api: RecordingApi) -> None:
     good_1, good_2 = fake(stack), fake(stack)
-    no_password = body(stack, good_1, "batch-bad-1")
+    no_password = registration(stack, good_1, "batch-bad-1")
     del no_password["bmc"]["password"]
-    bad_address = body(stack, good_2, "batch-bad-2")
+    bad_address = registration(stack, good_2, "batch-bad-2")
     bad_address["bmc"]["address"] = "ftp://nowhere"
     items = [
-        body(stack, good_1, "batch-good-1"),
+        registration(stack, good_1, "batch-good-1"),
         no_password,
         bad_address,
-        body(stack, good_2, "batch-good-2", site="default", tags={"rack": "r9"}),
+        registration(stack, good_2, "batch-good-2", site="default", tags={"rack": "r9"}),
     ]
     response = api.post("/v1/servers:batchCreate", json={"servers": items})
     assert response.status_code == 207, response.text
@@ -496,7 +483,9 @@ def test_steps_run_at_the_servers_site(stack: Stack, api: RecordingApi) -> None:
     """No bmc-agent serves site ``elsewhere``: the run waits there, untouched."""
     assert stack.bmc is not None
     system = stack.bmc.systems[0]
-    response = api.post("/v1/servers", json=body(stack, system, "far-node", site="elsewhere"))
+    response = api.post(
+        "/v1/servers", json=registration(stack, system, "far-node", site="elsewhere")
+    )
     run_id = accepted(response)
     time.sleep(2)
     run = api.run(run_id)

@@ -25,7 +25,7 @@ from infraflow.common.metrics import Sample, parse_text, value_of
 from infraflow.devtools.stack import Stack
 from infraflow.devtools.test_workflows import write_catalog
 
-from .conftest import Api
+from .conftest import Api, registration
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -65,14 +65,7 @@ def _run_workload(stack: Stack) -> dict[str, Any]:
     runs: dict[str, str] = {}  # run id -> workflow type
     servers = []
     for i, system in enumerate(stack.bmc.systems):
-        body = {
-            "name": f"telemetry{i}",
-            "bmc": {
-                "address": stack.bmc.system_url(system.id),
-                "username": stack.bmc.username,
-                "password": stack.bmc.password,
-            },
-        }
+        body = registration(stack, system, f"telemetry{i}")
         headers = {"traceparent": TRACEPARENT} if i == 0 else {}
         r = api.post("/v1/servers", json=body, headers=headers)
         assert r.status_code == 202, r.text

@@ -10,7 +10,7 @@ import pytest
 from infraflow.common.invariants import assert_well_formed
 from infraflow.devtools.stack import Stack
 
-from .conftest import Api
+from .conftest import Api, registration
 
 pytestmark = pytest.mark.e2e
 
@@ -18,16 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_register_then_power_on(stack: Stack, api: Api) -> None:
     assert stack.bmc is not None
     system = next(s for s in stack.bmc.systems if s.power == "Off")
-    body = {
-        "name": "rack1-node1",
-        "bmc": {
-            "address": stack.bmc.system_url(system.id),
-            "username": stack.bmc.username,
-            "password": stack.bmc.password,
-        },
-        "site": "default",
-        "tags": {"rack": "r1"},
-    }
+    body = registration(stack, system, "rack1-node1", site="default", tags={"rack": "r1"})
     t0 = time.monotonic()
     r = api.post("/v1/servers", json=body)
     accepted_s = time.monotonic() - t0

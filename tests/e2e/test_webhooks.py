@@ -13,7 +13,7 @@ import pytest
 from infraflow.devtools.stack import Stack
 from infraflow.devtools.webhook_receiver import WebhookReceiver, verify_signature
 
-from .conftest import Api
+from .conftest import Api, registration
 
 pytestmark = pytest.mark.e2e
 
@@ -48,17 +48,7 @@ def register_webhook(api: Api, url: str, **body: Any) -> dict[str, Any]:
 def register_server(stack: Stack, api: Api, index: int) -> str:
     assert stack.bmc is not None
     system = stack.bmc.systems[index]
-    r = api.post(
-        "/v1/servers",
-        json={
-            "name": f"hooked{index}",
-            "bmc": {
-                "address": stack.bmc.system_url(system.id),
-                "username": stack.bmc.username,
-                "password": stack.bmc.password,
-            },
-        },
-    )
+    r = api.post("/v1/servers", json=registration(stack, system, f"hooked{index}"))
     assert r.status_code == 202, r.text
     return str(r.json()["meta"]["workflowId"])
 
