@@ -134,52 +134,33 @@ def stream_configs(t: Topology) -> list[StreamConfig]:
     ]
 
 
+_BUCKETS: Final[tuple[tuple[str, str, float | None], ...]] = (
+    (KV_LOCKS, "Per-resource run locks with FIFO wait queues", None),
+    (KV_IDEMPOTENCY, "Idempotency keys of accepted requests (24 h)", DAY_S),
+    (KV_CREDENTIALS, "Encrypted BMC credentials by server id", None),
+    (
+        KV_PROVISIONING,
+        "Installer callbacks by run and per-site provisioning slots (7 days)",
+        7 * DAY_S,
+    ),
+    (KV_WEBHOOKS, "Webhook registrations (signing secrets sealed) by webhook id", None),
+    (KV_RESOURCES, "Project, site and state of each resource (projector -> gateways)", None),
+)
+"""Every bucket: name, description and TTL in seconds (None: kept until deleted). All keep
+one value per key and answer direct gets from every replica."""
+
+
 def kv_configs(t: Topology) -> list[KeyValueConfig]:
     return [
         KeyValueConfig(
-            bucket=KV_LOCKS,
-            description="Per-resource run locks with FIFO wait queues",
+            bucket=bucket,
+            description=description,
             history=1,
+            ttl=ttl,
             replicas=t.replicas,
             direct=True,
-        ),
-        KeyValueConfig(
-            bucket=KV_IDEMPOTENCY,
-            description="Idempotency keys of accepted requests (24 h)",
-            history=1,
-            ttl=DAY_S,
-            replicas=t.replicas,
-            direct=True,
-        ),
-        KeyValueConfig(
-            bucket=KV_CREDENTIALS,
-            description="Encrypted BMC credentials by server id",
-            history=1,
-            replicas=t.replicas,
-            direct=True,
-        ),
-        KeyValueConfig(
-            bucket=KV_PROVISIONING,
-            description="Installer callbacks by run and per-site provisioning slots (7 days)",
-            history=1,
-            ttl=7 * DAY_S,
-            replicas=t.replicas,
-            direct=True,
-        ),
-        KeyValueConfig(
-            bucket=KV_WEBHOOKS,
-            description="Webhook registrations (signing secrets sealed) by webhook id",
-            history=1,
-            replicas=t.replicas,
-            direct=True,
-        ),
-        KeyValueConfig(
-            bucket=KV_RESOURCES,
-            description="Project, site and state of each resource (projector -> gateways)",
-            history=1,
-            replicas=t.replicas,
-            direct=True,
-        ),
+        )
+        for bucket, description, ttl in _BUCKETS
     ]
 
 
