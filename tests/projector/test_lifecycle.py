@@ -119,6 +119,29 @@ async def test_unknown_run_waits_for_the_follower_to_reach_the_stream_end(
         assert not_found.error.code == "NOT_FOUND"
 
 
+async def test_a_trickle_of_events_is_applied_in_few_batches(
+    nats_server: NatsServer, nc: Client, js: JetStreamContext, tmp_path: Path
+) -> None:
+    interval = 0.2
+    settings = settings_for(nats_server.url, tmp_path / "p.db", min_batch_interval_s=interval)
+    async with running(settings, nc, js) as p:
+        histories = [RunHistory(at=T0 + timedelta(minutes=i)) for i in range(40)]
+        before = p.follower.stats.batches
+        started = time.monotonic()
+        seq = 0
+        for h in histories:  # one event every few milliseconds
+            h.created()
+            seq = await publish(js, h.events)
+            await asyncio.sleep(0.005)
+        await wait_applied(p, seq)
+        elapsed = time.monotonic() - started
+        batches = p.follower.stats.batches - before
+        # at most one batch starts per interval (one event per batch would make 40)
+        assert batches <= elapsed / interval + 2, (batches, elapsed)
+        listed = await ok(nc, ListRuns(page_size=100))
+    assert {r["id"] for r in listed} == {h.run_id for h in histories}
+
+
 async def test_restart_resumes_from_the_tracked_sequence(
     nats_server: NatsServer, nc: Client, js: JetStreamContext, tmp_path: Path
 ) -> None:

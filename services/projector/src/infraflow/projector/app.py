@@ -61,6 +61,7 @@ class Projector:
             batch_size=settings.batch_size,
             max_buffered=settings.max_buffered,
             heartbeat_s=settings.heartbeat_s,
+            min_interval_s=settings.min_batch_interval_s,
         )
         self.watchers = RunWatchers()
         self.handlers = QueryHandlers(

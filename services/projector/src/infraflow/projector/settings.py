@@ -45,6 +45,9 @@ class ProjectorSettings(ServiceSettings):
     """Names this replica in logs and on its consumer (``INFRAFLOW_REPLICA_NAME``)."""
     batch_size: int = Field(default=1000, ge=1, le=10_000)
     """Messages per pull request; a batch commits in one transaction."""
+    min_batch_interval_s: float = Field(default=0.01, ge=0, le=1)
+    """Live batches start at most this often: fewer, larger transactions for this much
+    freshness (a lookup of a run not yet applied waits for it)."""
     max_buffered: int = Field(default=20_000, ge=1)
     """Received but not yet applied messages before the follower stops pulling."""
     heartbeat_s: float = Field(default=1.0, gt=0)

@@ -4,7 +4,9 @@ The consumer starts at ``last_applied_seq + 1`` (never at zero on a restart), ha
 (the tracked position in SQLite is the only cursor), lives in memory and vanishes on its own
 after ``inactive_threshold`` once nobody pulls. The follower keeps one pull request open,
 buffers what arrives and hands everything buffered to ``apply`` as one batch, so batches grow
-with the backlog during catch-up and stay small when live.
+with the backlog during catch-up. When live, batches start at most every ``min_interval_s``:
+a trickle of events is applied in a few transactions a second instead of one per event, at the
+cost of that much freshness.
 
 Ordering is checked like nats' ordered consumers do: a gap in the consumer sequence, a
 deleted consumer, a "no responders" answer or heartbeats going silent (broker restart,
@@ -130,6 +132,7 @@ class EventFollower:
         expires_s: float = 10.0,
         inactive_threshold_s: float = 60.0,
         retry_delay_s: float = 0.5,
+        min_interval_s: float = 0.0,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -142,6 +145,7 @@ class EventFollower:
         self._expires_s = max(expires_s, 2 * heartbeat_s)
         self._inactive_threshold_s = inactive_threshold_s
         self._retry_delay_s = retry_delay_s
+        self._min_interval_s = min_interval_s
         self.stats = FollowerStats()
         self._buffer: list[StreamMessage] = []
         self._wake = asyncio.Event()
@@ -207,14 +211,17 @@ class EventFollower:
         log.info("following %s from sequence %d (consumer %s)", streams.EVENTS, start, info.name)
         try:
             await self._pull()
+            started = 0.0
             while not stop.is_set():
                 if not self._buffer:
                     await self._idle(stop)
                 if self._lost:
                     raise ConsumerLostError(self._lost)
                 if self._buffer:
+                    await self._linger(started, stop)
                     batch, self._buffer = self._buffer, []
                     self._applying = True
+                    started = time.monotonic()
                     try:
                         self.position.advance(await self._apply(batch))
                     finally:
@@ -228,6 +235,14 @@ class EventFollower:
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._js.delete_consumer(streams.EVENTS, self._consumer), 1)
+
+    async def _linger(self, last_start: float, stop: asyncio.Event) -> None:
+        """Let a small batch grow until ``min_interval_s`` has passed since the last one."""
+        wait = last_start + self._min_interval_s - time.monotonic()
+        if wait <= 0 or len(self._buffer) >= self._batch_size:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         self._wake.clear()
