@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from nats.js import JetStreamContext
 
 from infraflow.common.contracts import GetRun, ListRuns
-from infraflow.gateway.settings import GatewaySettings
+from infraflow.gateway.auth import JwtVerifier, mint_token
+from infraflow.gateway.core.errors import UnauthorizedError
+from infraflow.gateway.settings import AuthSettings, GatewaySettings
 
 from .conftest import ARC, SECRET, FakeProjector, auth, body_of, commands, serve, started, token
 
@@ -128,3 +131,28 @@ async def test_public_key_tokens_are_accepted_when_configured(
             "/v1/workflows/runs", headers={"Authorization": f"Bearer {wrong_aud}"}
         )
         assert response.status_code == 401
+
+
+def test_a_verified_token_is_reused_only_while_it_is_valid() -> None:
+    verifier = JwtVerifier(AuthSettings(jwt_hs256_secret=SECRET, leeway_s=0))
+    short = mint_token(SECRET, "alice", roles=["fleet-admin"], ttl_s=1)
+    first = verifier.verify(short)
+    assert verifier.verify(short) is first  # the second request skips the signature check
+    time.sleep(1.3)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        verifier.verify(short)  # the kept principal is not used past exp
+
+    # a token that differs in one signature character is verified on its own, and refused
+    good = mint_token(SECRET, "bob")
+    verifier.verify(good)
+    head, payload, signature = good.split(".")
+    forged = (
+        f"{head}.{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}"
+    )
+    with pytest.raises(UnauthorizedError):
+        verifier.verify(forged)
+
+    # bounded: many distinct tokens never grow the cache past its limit
+    for i in range(5000):
+        verifier.verify(mint_token(SECRET, f"user-{i}"))
+    assert len(verifier._verified) <= 4096

@@ -4,6 +4,10 @@ Tokens are HS256 with the configured secret, or (when a public key file or a JWK
 configured) RS*/PS*/ES* signed. The algorithm is chosen by the key that is configured for it,
 never trusted from the token alone; a JWKS key is picked by the token's ``kid``. Missing,
 expired or badly signed tokens are ``UNAUTHORIZED`` (401).
+
+A client sends the same token with every request until it expires, so a verified token's
+principal is kept (bounded, per gateway process) and reused while its ``exp``/``nbf`` window
+holds; outside it, or for any other token, the full verification runs again.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ PUBLIC_PATHS: Final = ("^/healthz$", "^/readyz$", "^/schema")
 EXCLUDE_OPT_KEY: Final = "exclude_from_auth"
 _RSA_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC_ALGORITHMS: Final = ("ES256", "ES384", "ES512")
+_VERIFIED_CACHE: Final = 4096
 
 
 class JwtVerifier:
@@ -60,9 +65,29 @@ class JwtVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.leeway_s
+        self._verified: dict[str, tuple[Principal, float, float]] = {}
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; ``UnauthorizedError`` otherwise."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal, not_before, expires = hit
+            if not_before <= time.time() <= expires:
+                return principal
+            del self._verified[token]
+        claims = self._verified_claims(token)
+        principal = principal_from_claims(claims)
+        if len(self._verified) >= _VERIFIED_CACHE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        nbf = claims.get("nbf")
+        self._verified[token] = (
+            principal,
+            float(nbf) - self._leeway if isinstance(nbf, (int, float)) else float("-inf"),
+            float(claims["exp"]) + self._leeway,
+        )
+        return principal
+
+    def _verified_claims(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -94,7 +119,7 @@ class JwtVerifier:
             raise UnauthorizedError(f"the bearer token has no '{exc.claim}' claim") from exc
         except jwt.InvalidTokenError as exc:
             raise UnauthorizedError("the bearer token is not valid") from exc
-        return principal_from_claims(claims)
+        return claims
 
     def _key_for(self, algorithm: object, kid: object) -> Any:
         """The key that verifies ``algorithm`` (and ``kid``, for a JWKS), or None."""
