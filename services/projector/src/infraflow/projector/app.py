@@ -62,6 +62,7 @@ class Projector:
             max_buffered=settings.max_buffered,
             heartbeat_s=settings.heartbeat_s,
             min_interval_s=settings.min_batch_interval_s,
+            busy_rate=settings.busy_events_per_s,
         )
         self.watchers = RunWatchers()
         self.handlers = QueryHandlers(

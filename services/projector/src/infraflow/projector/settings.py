@@ -46,8 +46,11 @@ class ProjectorSettings(ServiceSettings):
     batch_size: int = Field(default=1000, ge=1, le=10_000)
     """Messages per pull request; a batch commits in one transaction."""
     min_batch_interval_s: float = Field(default=0.01, ge=0, le=1)
-    """Live batches start at most this often: fewer, larger transactions for this much
-    freshness (a lookup of a run not yet applied waits for it)."""
+    """While busy (see ``busy_events_per_s``), live batches start at most this often: fewer,
+    larger transactions for at most this much extra staleness."""
+    busy_events_per_s: float = Field(default=1000.0, ge=0)
+    """Above this many events a second the follower paces its batches; below it, every
+    batch is applied at once (a quiet system's read model is as fresh as it can be)."""
     max_buffered: int = Field(default=20_000, ge=1)
     """Received but not yet applied messages before the follower stops pulling."""
     heartbeat_s: float = Field(default=1.0, gt=0)

@@ -4,9 +4,11 @@ The consumer starts at ``last_applied_seq + 1`` (never at zero on a restart), ha
 (the tracked position in SQLite is the only cursor), lives in memory and vanishes on its own
 after ``inactive_threshold`` once nobody pulls. The follower keeps one pull request open,
 buffers what arrives and hands everything buffered to ``apply`` as one batch, so batches grow
-with the backlog during catch-up. When live, batches start at most every ``min_interval_s``:
-a trickle of events is applied in a few transactions a second instead of one per event, at the
-cost of that much freshness.
+with the backlog during catch-up. While events arrive faster than ``busy_rate`` a second,
+batches start at most every ``min_interval_s``: a steady stream of events is applied in a
+hundred transactions a second instead of one per event or two, at the cost of that much
+freshness. Below that rate every batch is applied at once, so a quiet system's read model
+stays as fresh as it can be.
 
 Ordering is checked like nats' ordered consumers do: a gap in the consumer sequence, a
 deleted consumer, a "no responders" answer or heartbeats going silent (broker restart,
@@ -133,6 +135,7 @@ class EventFollower:
         inactive_threshold_s: float = 60.0,
         retry_delay_s: float = 0.5,
         min_interval_s: float = 0.0,
+        busy_rate: float = 0.0,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -146,6 +149,10 @@ class EventFollower:
         self._inactive_threshold_s = inactive_threshold_s
         self._retry_delay_s = retry_delay_s
         self._min_interval_s = min_interval_s
+        self._busy_rate = busy_rate
+        self._rate = 0.0
+        self._rate_since = time.monotonic()
+        self._rate_count = 0
         self.stats = FollowerStats()
         self._buffer: list[StreamMessage] = []
         self._wake = asyncio.Event()
@@ -236,8 +243,16 @@ class EventFollower:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._js.delete_consumer(streams.EVENTS, self._consumer), 1)
 
+    @property
+    def rate(self) -> float:
+        """Events received per second, over the last half second or more."""
+        return self._rate
+
     async def _linger(self, last_start: float, stop: asyncio.Event) -> None:
-        """Let a small batch grow until ``min_interval_s`` has passed since the last one."""
+        """When busy, let a small batch grow until ``min_interval_s`` has passed since the
+        last one started."""
+        if self._rate < self._busy_rate:
+            return
         wait = last_start + self._min_interval_s - time.monotonic()
         if wait <= 0 or len(self._buffer) >= self._batch_size:
             return
@@ -294,6 +309,7 @@ class EventFollower:
         if status is not None and not msg.data:
             self._on_status(status, headers.get("Description", "") if headers else "")
             return
+        self._count_rate()
         sseq, dseq, pending = _sequences(msg.reply)
         if dseq != self._dseq + 1:
             self._lost = f"consumer sequence gap: expected {self._dseq + 1}, got {dseq}"
@@ -307,6 +323,13 @@ class EventFollower:
         if self._quota <= 0:
             await self._pull()  # keep the next batch coming while this one is applied
         self._wake.set()
+
+    def _count_rate(self) -> None:
+        self._rate_count += 1
+        elapsed = self._last_seen - self._rate_since
+        if elapsed >= 0.5:
+            self._rate = self._rate_count / elapsed
+            self._rate_since, self._rate_count = self._last_seen, 0
 
     def _on_status(self, status: str, description: str) -> None:
         if status == "100":  # idle heartbeat
