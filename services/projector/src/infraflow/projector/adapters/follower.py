@@ -243,11 +243,6 @@ class EventFollower:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._js.delete_consumer(streams.EVENTS, self._consumer), 1)
 
-    @property
-    def rate(self) -> float:
-        """Events received per second, over the last half second or more."""
-        return self._rate
-
     async def _linger(self, last_start: float, stop: asyncio.Event) -> None:
         """When busy, let a small batch grow until ``min_interval_s`` has passed since the
         last one started."""
@@ -325,6 +320,7 @@ class EventFollower:
         self._wake.set()
 
     def _count_rate(self) -> None:
+        """Events received per second, measured over windows of half a second or more."""
         self._rate_count += 1
         elapsed = self._last_seen - self._rate_since
         if elapsed >= 0.5:
