@@ -27,26 +27,26 @@ class WebhookRecord(msgspec.Struct, kw_only=True, rename="camel"):
     """The ``whsec_`` secret sealed with the gateway's Vault (Fernet token, text)."""
 
 
-class DeliveryJob(msgspec.Struct, kw_only=True, rename="camel"):
+class DeliveryRef(msgspec.Struct, kw_only=True, rename="camel"):
+    """Which delivery: one event for one webhook (shared by its job and its attempts)."""
+
+    delivery_id: str
+    webhook_id: str
+    event: str
+    event_id: str | None = None
+    run_id: str | None = None
+
+
+class DeliveryJob(DeliveryRef, kw_only=True):
     """One event for one webhook, waiting in ``WF_WEBHOOK_JOBS``. The body is rendered once, so
     every attempt sends the same bytes under the same ``webhook-id``."""
 
-    delivery_id: str
-    webhook_id: str
-    event: str
-    event_id: str | None = None
-    run_id: str | None = None
     body: str
 
 
-class AttemptRecord(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+class AttemptRecord(DeliveryRef, kw_only=True, omit_defaults=True):
     """One delivery attempt, as the delivery log (``WF_WEBHOOK_DELIVERIES``) keeps it."""
 
-    delivery_id: str
-    webhook_id: str
-    event: str
-    event_id: str | None = None
-    run_id: str | None = None
     attempt: int
     attempted_at: datetime
     outcome: Outcome
