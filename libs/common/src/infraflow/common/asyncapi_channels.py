@@ -387,7 +387,7 @@ def kv_specs() -> list[ChannelSpec]:
     return [
         ChannelSpec(
             key=key,
-            address=f"$KV.{bucket}.{pattern}",
+            address=subjects.kv_key(bucket, pattern),
             messages=messages,
             description=f"KV bucket `{bucket}`: {text}",
             tag="kv",

@@ -97,6 +97,11 @@ def parse_timer_fired(subject: str) -> tuple[str, str]:
     return parts[3], parts[4]
 
 
+def kv_key(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores ``key`` on (``key`` may be a wildcard pattern)."""
+    return f"$KV.{bucket}.{key}"
+
+
 def observed(resource_type: str, resource_id: str) -> str:
     return f"infra.observed.{token(resource_type)}.{token(resource_id)}"
 

@@ -67,7 +67,7 @@ class ProvisioningStore:
 
     async def start(self) -> None:
         """Subscribe to new callback keys (nudges for waiting steps)."""
-        subject = f"$KV.{streams.KV_PROVISIONING}.callback.*"
+        subject = subjects.kv_key(streams.KV_PROVISIONING, "callback.*")
         try:
             self._sub = await self._js.subscribe(
                 subject,

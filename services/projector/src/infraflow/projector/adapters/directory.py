@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from nats.js import JetStreamContext
 from nats.js.errors import NoKeysError
 
+from infraflow.common import subjects
 from infraflow.common.contracts import ResourceEntry, encode, resource_key
 from infraflow.common.streams import KV_RESOURCES
 from infraflow.projector.core.state import ResourceState
@@ -90,4 +91,6 @@ class ResourceDirectory:
             log.warning("resource directory not emptied (%s)", exc)
 
     async def _put(self, key: str, entry: ResourceEntry) -> None:
-        await self._js.publish(f"$KV.{KV_RESOURCES}.{key}", encode(entry), timeout=self._timeout_s)
+        await self._js.publish(
+            subjects.kv_key(KV_RESOURCES, key), encode(entry), timeout=self._timeout_s
+        )
